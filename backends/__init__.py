@@ -1,0 +1,29 @@
+"""Array backends: where the reference's arrays live.
+
+Every array the program computes with is created through a backend: problems and optimizer
+parameters are drawn on the host with a seeded NumPy generator and moved to the device once
+(`backend.asarray`), so the same seed gives the same numbers on every backend; results come
+back through `backend.to_host`. The model code in `l2l_ref/` only ever calls `autograd.numpy`,
+which dispatches to the arrays' own library.
+
+A backend is a module with:
+    name: str
+    asarray(host_array, dtype) -> device array
+    to_host(array) -> numpy.ndarray
+"""
+
+import importlib
+from types import ModuleType
+
+BACKENDS = {"numpy": "backends.numpy_backend"}
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that this machine cannot serve."""
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module called `name` (one of BACKENDS)."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+    return importlib.import_module(BACKENDS[name])

@@ -1,0 +1,94 @@
+"""Evaluation: the learned optimizer against tuned baselines on fresh test problems (§3).
+
+Baseline learning rates are tuned on the validation problems (the same stream that early
+stopping uses), never on the test problems; every optimizer then runs on the same test
+problems, drawn from a stream of the seed that training never touches.
+"""
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as onp
+
+from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
+from l2l_ref.checkpoint import write_atomically
+from l2l_ref.lstm import OptimizerConfig
+from l2l_ref.meta_train import rng_for, run_optimizer
+from l2l_ref.problems import Problem, ToDevice
+
+
+def summarize(curves: onp.ndarray) -> dict:
+    """Mean loss at every step, and mean and standard error of the final loss, over problems."""
+    final = curves[:, -1]
+    return {
+        "mean_loss": curves.mean(axis=0).tolist(),
+        "final_mean": float(final.mean()),
+        "final_stderr": float(final.std(ddof=1) / math.sqrt(len(final))),
+        "final_losses": final.tolist(),
+    }
+
+
+def evaluate(
+    problem: Problem,
+    phi: dict,
+    groups: dict,
+    config: OptimizerConfig,
+    steps: int,
+    test_problems: int,
+    validation_problems: int,
+    seed: int,
+    to_device: ToDevice,
+    to_host: Callable,
+    baselines=tuple(BASELINES),
+    grid=LEARNING_RATES,
+) -> dict:
+    """Run the learned optimizer and each tuned baseline on `test_problems` fresh problems."""
+    if test_problems < 2:
+        raise ValueError("need at least 2 test problems for a standard error")
+    validation_rng, test_rng = rng_for(seed, "validation"), rng_for(seed, "test")
+    validation = [problem.sample(validation_rng, to_device) for _ in range(validation_problems)]
+    test = [problem.sample(test_rng, to_device) for _ in range(test_problems)]
+    with onp.errstate(all="ignore"):
+        lstm = onp.stack(
+            [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in test]
+        )
+        results = {"LSTM": summarize(lstm)}
+        for name in baselines:
+            lr, tuning = tune_learning_rate(name, validation, steps, to_host, grid)
+            curves = onp.stack([run_baseline(name, lr, inst, steps, to_host) for inst in test])
+            results[name] = {
+                "learning_rate": lr,
+                **summarize(curves),
+                "tuning": {str(rate): loss for rate, loss in tuning.items()},
+            }
+    return results
+
+
+def _finite_or_none(value):
+    """JSON has no inf or NaN: write them as null."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, document: dict) -> None:
+    """Write `document` as JSON, atomically, with non-finite numbers as null."""
+    text = json.dumps(_finite_or_none(document), indent=1, allow_nan=False)
+    write_atomically(Path(path), (text + "\n").encode())
+
+
+def table(results: dict, header: str) -> str:
+    """A short text table of final losses, headed by the problem and settings."""
+    lines = [header, f"{'optimizer':<10} {'learning rate':>13}  final loss (mean ± s.e.)"]
+    for name, entry in results.items():
+        lr = f"{entry['learning_rate']:g}" if "learning_rate" in entry else "-"
+        lines.append(
+            f"{name:<10} {lr:>13}  {entry['final_mean']:.4g} ± {entry['final_stderr']:.2g}"
+        )
+    return "\n".join(lines)

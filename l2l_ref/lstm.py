@@ -1,0 +1,138 @@
+"""The coordinatewise LSTM optimizer m(∇, h; φ) of Section 2.1.
+
+One small network with parameters φ is applied to every coordinate of θ as a row of a batch;
+every coordinate keeps its own hidden state. The network is a stack of LSTM layers (the
+released code's Sonnet cell, spec §2), a linear head to one output and an output scale.
+
+φ for one network is a dict:
+    {"lstm": [{"W": (n_in + H, 4H), "b": (4H,)}, ...],   gate order i, j, f, o
+     "head": {"W": (H_last, 1), "b": (1,)}}
+where row block [:n_in] of W multiplies the layer input x and [n_in:] the previous h.
+"""
+
+from dataclasses import dataclass
+
+import autograd.numpy as np
+import numpy as onp
+
+from l2l_ref.preprocessing import PREPROCESSORS
+
+FORGET_BIAS = 1.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Architecture of m: LSTM layer sizes, input preprocessing, output scale, initialisation."""
+
+    layers: tuple[int, ...] = (20, 20)
+    preprocessing: str = "identity"  # a key of PREPROCESSORS
+    preprocessing_param: float = 0.0  # p of Appendix A, k of LogAndSign
+    output_scale: float = 1.0
+    init: str = "released"  # "released" (truncated normal) or "zeros"
+
+    def __post_init__(self):
+        if self.preprocessing not in PREPROCESSORS:
+            raise ValueError(
+                f"unknown preprocessing {self.preprocessing!r} "
+                f"(choose from {', '.join(PREPROCESSORS)})"
+            )
+        if self.init not in ("released", "zeros"):
+            raise ValueError(f"unknown initialisation {self.init!r} (released or zeros)")
+        if any(units < 1 for units in self.layers):
+            raise ValueError(f"every LSTM layer needs at least one unit, got {self.layers}")
+
+    @property
+    def input_size(self) -> int:
+        return PREPROCESSORS[self.preprocessing][1]
+
+
+def sigmoid(x):
+    """Logistic function, written with tanh so it cannot overflow."""
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> onp.ndarray:
+    """N(0, stddev²) truncated at two standard deviations by redrawing (TF's truncated_normal)."""
+    sample = rng.standard_normal(shape)
+    outside = onp.abs(sample) > 2.0
+    while outside.any():
+        sample[outside] = rng.standard_normal(int(outside.sum()))
+        outside = onp.abs(sample) > 2.0
+    return stddev * sample
+
+
+def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
+    """φ of one network, on the host, initialised as the released code does (spec §2).
+
+    LSTM W and b ~ truncated normal with σ = 1/sqrt(layer input size + H); head W ~ truncated
+    normal with σ = 1/sqrt(H); head b = 0. With init="zeros" every entry is 0 (spec §5's test).
+    """
+
+    def draw(shape, stddev):
+        if config.init == "zeros":
+            return onp.zeros(shape)
+        return truncated_normal(rng, shape, stddev)
+
+    lstm, n_in = [], config.input_size
+    for units in config.layers:
+        stddev = 1.0 / onp.sqrt(n_in + units)
+        lstm.append({"W": draw((n_in + units, 4 * units), stddev), "b": draw((4 * units,), stddev)})
+        n_in = units
+    head = {"W": draw((n_in, 1), 1.0 / onp.sqrt(n_in)), "b": onp.zeros(1)}
+    return {"lstm": lstm, "head": head}
+
+
+def zero_hidden(template, config: OptimizerConfig) -> list:
+    """Zero (h, c) of every layer for the coordinates of one parameter tensor `template`."""
+    n = template.size
+    return [
+        (np.zeros_like(template, shape=(n, units)), np.zeros_like(template, shape=(n, units)))
+        for units in config.layers
+    ]
+
+
+def lstm_cell(layer: dict, x, state: tuple) -> tuple:
+    """Sonnet's LSTM cell (spec §2).
+
+    z = [x, h] W + b;  i, j, f, o = split(z, 4)
+    c' = σ(f + forget_bias) ⊙ c + σ(i) ⊙ tanh(j);  h' = σ(o) ⊙ tanh(c')
+    """
+    h, c = state
+    z = np.concatenate([x, h], axis=1) @ layer["W"] + layer["b"]
+    i, j, f, o = np.split(z, 4, axis=1)
+    c = sigmoid(f + FORGET_BIAS) * c + sigmoid(i) * np.tanh(j)
+    h = sigmoid(o) * np.tanh(c)
+    return h, (h, c)
+
+
+def network(net: dict, grad, hidden: list, config: OptimizerConfig) -> tuple:
+    """m(∇, h; φ) for one column of coordinates: preprocess, LSTM layers, head, output scale.
+
+    grad: (n, 1); hidden: one (h, c) per layer, each (n, H). Returns g of shape (n, 1) and
+    the new hidden state.
+    """
+    preprocess = PREPROCESSORS[config.preprocessing][0]
+    x = preprocess(grad, config.preprocessing_param)
+    new_hidden = []
+    for layer, state in zip(net["lstm"], hidden, strict=True):
+        x, state = lstm_cell(layer, x, state)
+        new_hidden.append(state)
+    update = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+    return update, new_hidden
+
+
+def optimizer_step(
+    phi: dict, grads: dict, hidden: dict, groups: dict, config: OptimizerConfig
+) -> tuple[dict, dict]:
+    """[g_t, h_{t+1}] = m(∇_t, h_t, φ) for every parameter tensor of the optimizee (Eq. 1).
+
+    phi maps a network name to its parameters; groups maps each optimizee tensor's name to the
+    network that serves it. Each tensor's coordinates are rows of their own batch with their
+    own hidden state, so no two coordinates ever share a state row (spec §6).
+    """
+    updates, new_hidden = {}, {}
+    for name, grad in grads.items():
+        column = np.reshape(grad, (-1, 1))
+        update, new_hidden[name] = network(phi[groups[name]], column, hidden[name], config)
+        updates[name] = np.reshape(update, np.shape(grad))
+    return updates, new_hidden

@@ -1,0 +1,212 @@
+"""Meta-training: Adam on φ through truncated unrolls, with early stopping (Section 3).
+
+An epoch is one optimizee run of `steps` steps on a freshly sampled problem, starting from
+zero hidden state, cut into unrolls of `unroll` steps. Each unroll gives one meta-loss and one
+Adam step on φ; θ and the hidden state carry their values into the next unroll. Every
+`eval_every` epochs φ is frozen and run on a fixed set of validation problems; the φ with the
+lowest mean final validation loss is kept.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as onp
+
+from l2l_ref.baselines import adam_init, adam_update
+from l2l_ref.lstm import OptimizerConfig, init_network, zero_hidden
+from l2l_ref.problems import Instance, Problem, ToDevice
+from l2l_ref.tree import tree_map
+from l2l_ref.unroll import meta_gradient, unroll
+
+# independent random streams derived from one seed
+STREAMS = {"init": 0, "train": 1, "validation": 2, "test": 3}
+
+
+def rng_for(seed: int, stream: str) -> onp.random.Generator:
+    """The seeded generator of one stream; streams of one seed never share draws."""
+    return onp.random.default_rng([STREAMS[stream], seed])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The meta-training protocol."""
+
+    epochs: int = 100
+    steps: int = 100
+    unroll: int = 20
+    meta_lr: float = 0.01
+    initial_weight: float = 0.0  # w_0: 0 in the paper, 1 in the released code (Σ from t = 0)
+    weights: tuple[float, ...] | None = None  # w_1..w_T of each unroll; None: all 1
+    second_order: bool = False
+    eval_every: int = 10
+    validation_problems: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "steps", "unroll", "eval_every", "validation_problems"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps % self.unroll:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of unroll ({self.unroll})")
+        if not (self.meta_lr > 0 and onp.isfinite(self.meta_lr)):
+            raise ValueError(f"meta learning rate must be positive, got {self.meta_lr}")
+        if self.weights is not None and len(self.weights) != self.unroll:
+            raise ValueError(f"{len(self.weights)} weights for an unroll of {self.unroll}")
+        if any(not (w >= 0 and onp.isfinite(w)) for w in self.unroll_weights()):
+            raise ValueError("meta-loss weights must be finite and non-negative")
+
+    def unroll_weights(self) -> tuple[float, ...]:
+        """w_0, w_1, ..., w_T of Eq. 3 for one unroll."""
+        return (self.initial_weight, *(self.weights or (1.0,) * self.unroll))
+
+
+class NonFiniteMetaLoss(RuntimeError):
+    """The meta-loss overflowed: training cannot continue."""
+
+    def __init__(self, epoch: int, unroll_index: int, value: float):
+        super().__init__(f"meta-loss is {value} at epoch {epoch}, unroll {unroll_index}")
+        self.epoch, self.unroll_index = epoch, unroll_index
+
+
+def assign_networks(tensor_names, problem: Problem) -> dict[str, str]:
+    """Which optimizer network serves each optimizee tensor (its parameter group)."""
+    return {name: problem.group_of(name) for name in tensor_names}
+
+
+def init_phi(
+    rng: onp.random.Generator, groups: dict, config: OptimizerConfig, to_device: ToDevice
+) -> dict:
+    """φ: one freshly initialised network per parameter group, in sorted group order."""
+    return {
+        group: tree_map(to_device, init_network(rng, config))
+        for group in sorted(set(groups.values()))
+    }
+
+
+def start_hidden(theta: dict, config: OptimizerConfig) -> dict:
+    """Zero hidden state for every coordinate of every tensor of θ."""
+    return {name: zero_hidden(x, config) for name, x in theta.items()}
+
+
+def train_epoch(
+    phi: dict,
+    adam_state: dict,
+    instance: Instance,
+    groups: dict,
+    opt_config: OptimizerConfig,
+    config: TrainConfig,
+    to_host: Callable,
+    epoch: int = 0,
+) -> tuple:
+    """One optimizee run of config.steps steps, one meta-Adam step per unroll.
+
+    Returns φ, the Adam state, the meta-loss of each unroll and the final θ.
+    """
+    theta, hidden = instance.theta0, start_hidden(instance.theta0, opt_config)
+    weights, losses = config.unroll_weights(), []
+    for k in range(config.steps // config.unroll):
+        phi_grad, L, theta, hidden = meta_gradient(
+            phi,
+            theta,
+            hidden,
+            instance,
+            k * config.unroll,
+            weights,
+            groups,
+            opt_config,
+            config.second_order,
+        )
+        L = float(to_host(L))
+        if not onp.isfinite(L):
+            raise NonFiniteMetaLoss(epoch, k + 1, L)
+        losses.append(L)
+        phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr)
+    return phi, adam_state, losses, theta
+
+
+def run_optimizer(
+    phi: dict,
+    instance: Instance,
+    steps: int,
+    groups: dict,
+    config: OptimizerConfig,
+    to_host: Callable,
+) -> onp.ndarray:
+    """Losses f(θ_0), ..., f(θ_steps) of the learned optimizer, φ frozen, on one instance."""
+    theta0 = instance.theta0
+    losses, _, _ = unroll(
+        phi, theta0, start_hidden(theta0, config), instance, 0, steps, groups, config
+    )
+    return onp.array([float(to_host(loss)) for loss in losses])
+
+
+def mean_final_loss(
+    phi: dict, instances: list, steps: int, groups: dict, config: OptimizerConfig, to_host: Callable
+) -> float:
+    """Mean over instances of f(θ_steps): the early-stopping criterion."""
+    with onp.errstate(all="ignore"):
+        final = onp.mean(
+            [run_optimizer(phi, inst, steps, groups, config, to_host)[-1] for inst in instances]
+        )
+    return float(final) if onp.isfinite(final) else float("inf")
+
+
+@dataclass
+class TrainResult:
+    """The best φ found, when, and the curves of the run."""
+
+    phi: dict
+    best_epoch: int
+    best_validation: float
+    meta_losses: list  # mean meta-loss of each epoch
+    validation: list  # (epoch, mean final validation loss)
+
+
+def meta_train(
+    problem: Problem,
+    opt_config: OptimizerConfig,
+    config: TrainConfig,
+    to_device: ToDevice,
+    to_host: Callable,
+    on_epoch: Callable | None = None,
+    on_best: Callable | None = None,
+) -> TrainResult:
+    """Meta-train φ on `problem` (Section 3), keeping the φ best on the validation problems.
+
+    on_epoch(epoch, meta_loss, validation_or_None) is called after every epoch;
+    on_best(phi, epoch, validation) whenever a new best φ is found, from epoch 0 (the
+    untrained φ) on, so a caller can checkpoint it.
+    """
+    sample = problem.sample(rng_for(config.seed, "init"), to_device)
+    groups = assign_networks(sample.theta0, problem)
+    phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)
+    validation_rng, train_rng = rng_for(config.seed, "validation"), rng_for(config.seed, "train")
+    validation = [
+        problem.sample(validation_rng, to_device) for _ in range(config.validation_problems)
+    ]
+
+    def validate(phi):
+        return mean_final_loss(phi, validation, config.steps, groups, opt_config, to_host)
+
+    best = TrainResult(phi, 0, validate(phi), [], [])
+    best.validation.append((0, best.best_validation))
+    if on_best:
+        on_best(phi, 0, best.best_validation)
+    adam_state = adam_init(phi)
+    for epoch in range(1, config.epochs + 1):
+        instance = problem.sample(train_rng, to_device)
+        phi, adam_state, losses, _ = train_epoch(
+            phi, adam_state, instance, groups, opt_config, config, to_host, epoch
+        )
+        best.meta_losses.append(float(onp.mean(losses)))
+        score = None
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            score = validate(phi)
+            best.validation.append((epoch, score))
+            if score < best.best_validation:
+                best.phi, best.best_epoch, best.best_validation = phi, epoch, score
+                if on_best:
+                    on_best(phi, epoch, score)
+        if on_epoch:
+            on_epoch(epoch, best.meta_losses[-1], score)
+    return best
