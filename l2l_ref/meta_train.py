@@ -104,23 +104,25 @@ def train_epoch(
     """
     theta, hidden = instance.theta0, start_hidden(instance.theta0, opt_config)
     weights, losses = config.unroll_weights(), []
-    for k in range(config.steps // config.unroll):
-        phi_grad, L, theta, hidden = meta_gradient(
-            phi,
-            theta,
-            hidden,
-            instance,
-            k * config.unroll,
-            weights,
-            groups,
-            opt_config,
-            config.second_order,
-        )
-        L = float(to_host(L))
-        if not onp.isfinite(L):
-            raise NonFiniteMetaLoss(epoch, k + 1, L)
-        losses.append(L)
-        phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr)
+    # overflow is caught below, by the check of every unroll's meta-loss
+    with onp.errstate(all="ignore"):
+        for k in range(config.steps // config.unroll):
+            phi_grad, L, theta, hidden = meta_gradient(
+                phi,
+                theta,
+                hidden,
+                instance,
+                k * config.unroll,
+                weights,
+                groups,
+                opt_config,
+                config.second_order,
+            )
+            L = float(to_host(L))
+            if not onp.isfinite(L):
+                raise NonFiniteMetaLoss(epoch, k + 1, L)
+            losses.append(L)
+            phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr)
     return phi, adam_state, losses, theta
 
 

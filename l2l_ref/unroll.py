@@ -52,7 +52,9 @@ def meta_loss(losses: Sequence, weights: Sequence[float]):
     """
     if len(weights) != len(losses):
         raise ValueError(f"{len(weights)} weights for {len(losses)} losses")
-    return sum(w * f for w, f in zip(weights, losses, strict=True) if w != 0)
+    terms = [w * f for w, f in zip(weights, losses, strict=True) if w != 0]
+    # all-zero weights: L = 0, still a function of φ so that its gradient is defined
+    return sum(terms[1:], terms[0]) if terms else 0.0 * losses[-1]
 
 
 def meta_gradient(
