@@ -13,13 +13,17 @@ BACKEND = get_backend("numpy")
 
 
 def train(seed=0, dtype="float64", **overrides):
-    settings = dict(epochs=6, steps=10, unroll=5, meta_lr=0.01, eval_every=2,
-                    validation_problems=2, seed=seed)
+    settings = dict(
+        epochs=6, steps=10, unroll=5, meta_lr=0.01, eval_every=2, validation_problems=2, seed=seed
+    )
     settings.update(overrides)
     calls = []
     result = meta_train(
-        quadratic(batch=8), OptimizerConfig(layers=(6, 6)), TrainConfig(**settings),
-        lambda a: BACKEND.asarray(a, dtype), BACKEND.to_host,
+        quadratic(batch=8),
+        OptimizerConfig(layers=(6, 6)),
+        TrainConfig(**settings),
+        lambda a: BACKEND.asarray(a, dtype),
+        BACKEND.to_host,
         on_best=lambda phi, epoch, score: calls.append((epoch, score)),
     )
     return result, calls

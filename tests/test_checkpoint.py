@@ -1,0 +1,116 @@
+"""Checkpoints: a round trip keeps φ bit for bit; anything else is refused with a reason."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from l2l_ref import checkpoint
+from l2l_ref.lstm import OptimizerConfig, init_network
+from l2l_ref.tree import flatten
+
+CONFIG = OptimizerConfig(
+    layers=(3, 2), preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1
+)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rng = np.random.default_rng(0)
+    phi = {"conv": init_network(rng, CONFIG), "fc": init_network(rng, CONFIG)}
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, phi, CONFIG, {"preset": "paper", "best_epoch": 7})
+    return path, phi
+
+
+def test_round_trip(saved):
+    path, phi = saved
+    loaded, config, header = checkpoint.load(path)
+    assert config == CONFIG
+    assert header["preset"] == "paper" and header["best_epoch"] == 7
+    flat, flat_loaded = flatten(phi), flatten(loaded)
+    assert flat.keys() == flat_loaded.keys()
+    for key in flat:
+        assert flat[key].tobytes() == flat_loaded[key].tobytes()
+
+
+def test_readable_by_numpy_alone_without_pickle(saved):
+    path, _ = saved
+    with np.load(path, allow_pickle=False) as npz:
+        assert "phi/fc/lstm/1/W" in npz.files
+        assert npz["phi/fc/lstm/1/W"].shape == (5, 8)
+        assert json.loads(str(npz["metadata"]))["optimizer"]["layers"] == [3, 2]
+
+
+def rewrite(path, change):
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+
+
+def set_metadata(**fields):
+    def change(arrays):
+        meta = json.loads(str(arrays["metadata"]))
+        meta.update(fields)
+        arrays["metadata"] = np.array(json.dumps(meta))
+
+    return change
+
+
+CORRUPTIONS = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:200]),
+    "not a zip": lambda path: path.write_bytes(b"hello"),
+    "empty": lambda path: path.write_bytes(b""),
+    "wrong shape": lambda p: rewrite(p, lambda a: a.update({"phi/fc/head/W": np.zeros((3, 1))})),
+    "missing array": lambda p: rewrite(p, lambda a: a.pop("phi/conv/lstm/0/b")),
+    "extra array": lambda p: rewrite(p, lambda a: a.update({"phi/fc/lstm/2/W": np.zeros(1)})),
+    "non-finite": lambda p: rewrite(p, lambda a: a["phi/fc/head/b"].fill(np.nan)),
+    "integer dtype": lambda p: rewrite(p, lambda a: a.update({"phi/fc/head/b": np.zeros(1, int)})),
+    "pickled object": lambda p: rewrite(
+        p, lambda a: a.update({"phi/fc/head/b": np.array([{"x": 1}], dtype=object)})
+    ),
+    "no metadata": lambda p: rewrite(p, lambda a: a.pop("metadata")),
+    "metadata not json": lambda p: rewrite(p, lambda a: a.update({"metadata": np.array("{")})),
+    "wrong format": lambda p: rewrite(p, set_metadata(format="other")),
+    "wrong version": lambda p: rewrite(p, set_metadata(version=99)),
+    "layers mismatch": lambda p: rewrite(
+        p,
+        set_metadata(
+            optimizer={**json.loads(str(np.load(p)["metadata"]))["optimizer"], "layers": [3, 3]}
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_corrupt_checkpoint_is_refused(saved, corruption):
+    path, _ = saved
+    CORRUPTIONS[corruption](path)
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        checkpoint.load(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no such file"):
+        checkpoint.load(tmp_path / "none.npz")
+
+
+def test_failed_write_keeps_the_previous_file(saved, monkeypatch):
+    path, phi = saved
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, phi, CONFIG, {})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert zipfile.is_zipfile(path)

@@ -1,0 +1,163 @@
+"""The command line as a user meets it: a small train and evaluate, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+SMALL = [
+    "--epochs",
+    "4",
+    "--steps",
+    "10",
+    "--unroll",
+    "5",
+    "--layers",
+    "4",
+    "--eval-every",
+    "2",
+    "--validation-problems",
+    "2",
+    "--test-problems",
+    "3",
+]
+
+
+def l2l(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "l2l_ref.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = l2l("train", *SMALL, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+@pytest.mark.slow
+def test_train_writes_checkpoint_results_and_table(trained):
+    out, result = trained
+    document = json.loads((out / "results.json").read_text())
+    assert document["preset"] == "paper"
+    assert document["problem"] == {
+        "name": "quadratic",
+        "settings": {"dims": 10, "batch": 128, "distribution": "gaussian", "init_std": 0.01},
+    }
+    assert "preset paper" in document["settings"] and "seed 0" in document["settings"]
+    results = document["results"]
+    assert set(results) == {"LSTM", "SGD", "RMSprop", "Adam", "NAG"}
+    for name, entry in results.items():
+        assert len(entry["mean_loss"]) == 11 and len(entry["final_losses"]) == 3
+        finals = np.array(entry["final_losses"])
+        assert entry["final_mean"] == pytest.approx(finals.mean())
+        assert entry["final_stderr"] == pytest.approx(finals.std(ddof=1) / np.sqrt(3))
+        assert (name == "LSTM") != ("learning_rate" in entry)
+    assert [epoch for epoch, _ in document["training"]["validation"]] == [0, 2, 4]
+    assert len(document["training"]["meta_loss"]) == 4
+    assert "quadratic (dims=10" in result.stdout and "preset paper" in result.stdout
+    assert (out / "checkpoint.npz").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_training_run(trained, tmp_path):
+    out, _ = trained
+    result = l2l(
+        "evaluate",
+        out / "checkpoint.npz",
+        "--json",
+        tmp_path / "e.json",
+        "--validation-problems",
+        "2",
+        "--test-problems",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    again = json.loads((tmp_path / "e.json").read_text())["results"]
+    before = json.loads((out / "results.json").read_text())["results"]
+    for name in before:
+        assert again[name]["final_losses"] == before[name]["final_losses"]
+
+
+@pytest.mark.slow
+def test_evaluate_longer_horizon(trained, tmp_path):
+    out, _ = trained
+    result = l2l(
+        "evaluate",
+        out / "checkpoint.npz",
+        "--steps",
+        "20",
+        "--json",
+        tmp_path / "e.json",
+        "--validation-problems",
+        "2",
+        "--test-problems",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "e.json").read_text())
+    assert (
+        len(document["results"]["LSTM"]["mean_loss"]) == 21 and "20 steps" in document["settings"]
+    )
+
+
+@pytest.mark.slow
+def test_divergence_stops_training_and_keeps_the_checkpoint(tmp_path):
+    result = l2l("train", *SMALL, "--dtype", "float32", "--meta-lr", "1e30", "--out", tmp_path)
+    assert result.returncode == 1
+    assert "epoch 1, unroll 2" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        l2l(
+            "evaluate",
+            tmp_path / "checkpoint.npz",
+            "--test-problems",
+            "2",
+            "--validation-problems",
+            "1",
+            "--steps",
+            "5",
+        ).returncode
+        == 0
+    )
+
+
+BAD = {
+    "unknown problem": ["train", "--problem", "rosenbrock"],
+    "unknown preset": ["train", "--preset", "tf"],
+    "unknown backend": ["train", "--backend", "jax"],
+    "negative epochs": ["train", "--epochs", "-3"],
+    "epochs not a number": ["train", "--epochs", "many"],
+    "steps not a multiple": ["train", "--steps", "30", "--unroll", "20"],
+    "negative meta lr": ["train", "--meta-lr", "-0.1"],
+    "nan meta lr": ["train", "--meta-lr", "nan"],
+    "one test problem": ["train", "--test-problems", "1"],
+    "bad layers": ["train", "--layers", "20,x"],
+    "unknown dtype": ["train", "--dtype", "float16"],
+    "no command": [],
+    "missing checkpoint": ["evaluate", "no/such/file.npz"],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path):
+    result = l2l(*BAD[case], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), result.stderr
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    result = l2l("evaluate", bad)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "bad.npz" in result.stderr
