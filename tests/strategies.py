@@ -17,7 +17,8 @@ def setups(draw, max_unroll: int = 4):
     layers = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
     name, param = draw(PREPROCESSING)
     scale = draw(st.sampled_from([1.0, 0.1]))
-    config = OptimizerConfig(layers, name, param, scale)
+    cell = draw(st.sampled_from(["plain", "fused"]))
+    config = OptimizerConfig(layers, name, param, scale, cell=cell)
     n_tensors = draw(st.integers(1, 3))
     shapes = {
         f"t{k}": tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))

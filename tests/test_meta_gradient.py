@@ -7,6 +7,8 @@
 - second order: central differences of L(φ) itself.
 """
 
+import dataclasses
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,21 @@ def test_second_order_matches_differences(case, seed):
     fd = directional_fd(lambda p: ref.run(p, groups, problem, config, weights)[0], phi, direction)
     grad, _ = project_gradient(phi, groups, problem, config, weights, second_order=True)
     assert_close_directional(inner(grad, direction), fd)
+
+
+@settings(max_examples=30, deadline=None)
+@given(setups(), st.booleans())
+def test_fused_cell_agrees_with_the_plain_traced_cell(case, second_order):
+    """The fused primitive is an optimisation of lstm_cell, not a second definition."""
+    phi, groups, problem, config, weights = case
+    results = {}
+    for cell in ("plain", "fused"):
+        cell_config = dataclasses.replace(config, cell=cell)
+        results[cell] = project_gradient(phi, groups, problem, cell_config, weights, second_order)
+    (grad_plain, L_plain), (grad_fused, L_fused) = results["plain"], results["fused"]
+    np.testing.assert_allclose(L_fused, L_plain, rtol=1e-13)
+    flat_plain, flat_fused = flatten(grad_plain), flatten(grad_fused)
+    for key in flat_plain:
+        np.testing.assert_allclose(
+            flat_fused[key], flat_plain[key], rtol=1e-10, atol=1e-13, err_msg=key
+        )

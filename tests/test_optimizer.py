@@ -99,3 +99,20 @@ def test_every_lstm_parameter_gets_a_meta_gradient():
     for name, g in flatten(phi_grad).items():
         assert g.shape == flatten(phi)[name].shape
         assert np.all(g != 0), f"{name} has zero meta-gradient entries"
+
+
+def test_fused_cell_refuses_higher_derivatives():
+    from autograd import grad
+
+    from l2l_ref.lstm import fused_lstm_cell
+
+    rng = np.random.default_rng(0)
+    layer = init_network(rng, OptimizerConfig(layers=(3,)))["lstm"][0]
+    x, h, c = rng.standard_normal((4, 1)), rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+
+    def loss(W):
+        return np.sum(fused_lstm_cell({"W": W, "b": layer["b"]}, x, (h, c))[0] ** 2)
+
+    grad(loss)(layer["W"])  # first derivatives work
+    with pytest.raises(NotImplementedError, match="first derivatives only"):
+        grad(lambda W: np.sum(grad(loss)(W) ** 2))(layer["W"])
