@@ -68,7 +68,7 @@ def one_meta_step(problem: Problem, dtype: str, seed: int = 0):
     instance = problem.sample(rng, to_device)
     config = OptimizerConfig()
     train = TrainConfig(epochs=1, steps=20, unroll=20)
-    groups = assign_networks(instance.theta0, problem)
+    groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng, groups, config, to_device)
     state = adam_init(phi)
     return lambda: train_epoch(phi, state, instance, groups, config, train, backend.to_host)
@@ -94,8 +94,10 @@ def main():
     parser.add_argument("--dtypes", default="float64,float32")
     args = parser.parse_args()
     cases = {"quadratic 128x10": quadratic(), "MLP 784-20-10": synthetic_mlp()}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"numpy {onp.__version__}; median of {args.repeats} after a warm-up")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"numpy {onp.__version__}; median of {args.repeats} after a warm-up"
+    )
     print(f"{'optimizee':<18} {'coords':>7} {'dtype':>8} {'s/meta-step':>12} {'peak MiB':>9}")
     for name, problem in cases.items():
         theta0 = problem.sample(onp.random.default_rng(0), onp.asarray).theta0

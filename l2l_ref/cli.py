@@ -217,7 +217,7 @@ def train_command(args) -> int:
     results = evaluate(
         problem,
         phi,
-        assign_networks(sample.theta0, problem),
+        assign_networks(sample.theta0, problem, opt_config),
         opt_config,
         config.steps,
         args.test_problems,
@@ -256,7 +256,7 @@ def evaluate_command(args) -> int:
     to_device, to_host = device(args)
     phi = tree_map(to_device, phi_host)
     sample = problem.sample(onp.random.default_rng(0), to_device)
-    groups = assign_networks(sample.theta0, problem)
+    groups = assign_networks(sample.theta0, problem, opt_config)
     if set(groups.values()) != set(phi):
         raise checkpoint.CheckpointError(
             f"{args.checkpoint}: networks {sorted(phi)} do not serve {problem.name}'s groups"

@@ -32,6 +32,7 @@ class OptimizerConfig:
     output_scale: float = 1.0
     init: str = "released"  # "released" (truncated normal) or "zeros"
     cell: str = "fused"  # "plain": lstm_cell, traced op by op; "fused": fused_lstm_cell
+    share_networks: bool = False  # one network for all parameter groups
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSORS:

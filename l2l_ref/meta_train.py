@@ -68,9 +68,12 @@ class NonFiniteMetaLoss(RuntimeError):
         self.epoch, self.unroll_index = epoch, unroll_index
 
 
-def assign_networks(tensor_names, problem: Problem) -> dict[str, str]:
-    """Which optimizer network serves each optimizee tensor (its parameter group)."""
-    return {name: problem.group_of(name) for name in tensor_names}
+def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> dict[str, str]:
+    """Which optimizer network serves each optimizee tensor: its parameter group's own, or
+    one network for all with config.share_networks."""
+    return {
+        name: "all" if config.share_networks else problem.group_of(name) for name in tensor_names
+    }
 
 
 def init_phi(
@@ -180,7 +183,7 @@ def meta_train(
     untrained φ) on, so a caller can checkpoint it.
     """
     sample = problem.sample(rng_for(config.seed, "init"), to_device)
-    groups = assign_networks(sample.theta0, problem)
+    groups = assign_networks(sample.theta0, problem, opt_config)
     phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)
     validation_rng, train_rng = rng_for(config.seed, "validation"), rng_for(config.seed, "train")
     validation = [

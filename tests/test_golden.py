@@ -35,7 +35,7 @@ def test_torch_golden_cost_and_x5(dtype, tolerance):
     instance = problem.sample(rng_for(0, "train"), to_device)
     config = OptimizerConfig(layers=(), init="zeros")
     train = TrainConfig(epochs=1, steps=10, unroll=5, meta_lr=0.01, initial_weight=1.0)
-    groups = assign_networks(instance.theta0, problem)
+    groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
 
     phi, _, losses, theta = train_epoch(
@@ -56,7 +56,7 @@ def test_torch_golden_first_meta_gradient():
     problem = simple()
     instance = problem.sample(rng_for(0, "train"), to_device)
     config = OptimizerConfig(layers=(), init="zeros")
-    groups = assign_networks(instance.theta0, problem)
+    groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
     hidden = start_hidden(instance.theta0, config)
     phi_grad, L, _, _ = meta_gradient(

@@ -90,7 +90,7 @@ def test_every_lstm_parameter_gets_a_meta_gradient():
     problem = quadratic(batch=4)
     instance = problem.sample(rng_for(0, "train"), to_device)
     config = OptimizerConfig()
-    groups = assign_networks(instance.theta0, problem)
+    groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
     hidden = start_hidden(instance.theta0, config)
     phi_grad, *_ = meta_gradient(
@@ -116,3 +116,45 @@ def test_fused_cell_refuses_higher_derivatives():
     grad(loss)(layer["W"])  # first derivatives work
     with pytest.raises(NotImplementedError, match="first derivatives only"):
         grad(lambda W: np.sum(grad(loss)(W) ** 2))(layer["W"])
+
+
+def two_group_problem():
+    """An optimizee whose tensors fall in two parameter groups, as the CIFAR net's do."""
+    from l2l_ref.problems import Instance, Problem
+
+    def sample(rng, to_device):
+        theta0 = {
+            "kernel": to_device(rng.standard_normal((2, 3))),
+            "bias": to_device(rng.standard_normal(3)),
+        }
+        return Instance(
+            theta0, lambda theta, t: np.sum(theta["kernel"] ** 2) + np.sum(theta["bias"] ** 4)
+        )
+
+    return Problem("two-groups", {}, sample, groups={"kernel": "conv", "bias": "fc"})
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_parameter_groups_own_or_share_a_network(shared):
+    problem = two_group_problem()
+    config = OptimizerConfig(layers=(3,), share_networks=shared)
+    instance = problem.sample(np.random.default_rng(0), np.asarray)
+    groups = assign_networks(instance.theta0, problem, config)
+    phi = init_phi(np.random.default_rng(1), groups, config, np.asarray)
+    assert sorted(phi) == (["all"] if shared else ["conv", "fc"])
+    hidden = start_hidden(instance.theta0, config)
+    phi_grad, *_ = meta_gradient(
+        phi, instance.theta0, hidden, instance, 0, (0.0, 1.0, 1.0), groups, config
+    )
+    for network in phi:  # every network is used and learns
+        assert all(np.any(g != 0) for g in flatten(phi_grad[network]).values())
+    if not shared:  # each network sees only its own tensor: the kernel's gradient alone
+        kernel_only = {"conv": phi["conv"]}
+        grads = {"kernel": instance.theta0["kernel"]}
+        updates, _ = optimizer_step(
+            kernel_only, grads, {"kernel": hidden["kernel"]}, {"kernel": "conv"}, config
+        )
+        full, _ = optimizer_step(
+            phi, {**grads, "bias": instance.theta0["bias"]}, hidden, groups, config
+        )
+        np.testing.assert_array_equal(updates["kernel"], full["kernel"])
