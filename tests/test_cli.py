@@ -67,21 +67,18 @@ def test_train_writes_checkpoint_results_and_table(trained):
     assert (out / "checkpoint.npz").exists()
 
 
+def evaluate_json(checkpoint, folder, *extra):
+    """Run `l2l-ref evaluate` on small settings and return its --json document."""
+    small = ["--validation-problems", "2", "--test-problems", "3"]
+    result = l2l("evaluate", checkpoint, "--json", folder / "e.json", *small, *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads((folder / "e.json").read_text())
+
+
 @pytest.mark.slow
 def test_evaluate_reproduces_the_training_run(trained, tmp_path):
     out, _ = trained
-    result = l2l(
-        "evaluate",
-        out / "checkpoint.npz",
-        "--json",
-        tmp_path / "e.json",
-        "--validation-problems",
-        "2",
-        "--test-problems",
-        "3",
-    )
-    assert result.returncode == 0, result.stderr
-    again = json.loads((tmp_path / "e.json").read_text())["results"]
+    again = evaluate_json(out / "checkpoint.npz", tmp_path)["results"]
     before = json.loads((out / "results.json").read_text())["results"]
     for name in before:
         assert again[name]["final_losses"] == before[name]["final_losses"]
@@ -90,23 +87,9 @@ def test_evaluate_reproduces_the_training_run(trained, tmp_path):
 @pytest.mark.slow
 def test_evaluate_longer_horizon(trained, tmp_path):
     out, _ = trained
-    result = l2l(
-        "evaluate",
-        out / "checkpoint.npz",
-        "--steps",
-        "20",
-        "--json",
-        tmp_path / "e.json",
-        "--validation-problems",
-        "2",
-        "--test-problems",
-        "2",
-    )
-    assert result.returncode == 0, result.stderr
-    document = json.loads((tmp_path / "e.json").read_text())
-    assert (
-        len(document["results"]["LSTM"]["mean_loss"]) == 21 and "20 steps" in document["settings"]
-    )
+    document = evaluate_json(out / "checkpoint.npz", tmp_path, "--steps", "20")
+    assert len(document["results"]["LSTM"]["mean_loss"]) == 21
+    assert "20 steps" in document["settings"]
 
 
 @pytest.mark.slow

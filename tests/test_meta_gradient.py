@@ -46,7 +46,7 @@ def assert_close_directional(grad, fd):
     assert abs(grad - fd) <= 1e-6 * max(1.0, abs(grad), abs(fd)), (grad, fd)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(setups())
 def test_forward_values_match_second_implementation(case):
     phi, groups, problem, config, weights = case
@@ -68,7 +68,7 @@ def test_forward_values_match_second_implementation(case):
     np.testing.assert_allclose(float(meta_loss(losses, weights)), L_ref, rtol=1e-12)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(setups())
 def test_first_order_matches_closed_form(case):
     phi, groups, problem, config, weights = case
@@ -82,7 +82,7 @@ def test_first_order_matches_closed_form(case):
         )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(setups(), st.integers(0, 2**32 - 1))
 def test_first_order_matches_differences_with_frozen_gradients(case, seed):
     phi, groups, problem, config, weights = case
@@ -97,7 +97,7 @@ def test_first_order_matches_differences_with_frozen_gradients(case, seed):
     assert_close_directional(inner(grad, direction), fd)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(setups(), st.integers(0, 2**32 - 1))
 def test_second_order_matches_differences(case, seed):
     phi, groups, problem, config, weights = case
