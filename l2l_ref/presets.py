@@ -18,7 +18,7 @@ PRESETS = ("paper", "deepmind")
 
 # The paper chose its meta learning rate by random search. This is the rate this project
 # found best for the quadratic within the default budget (docs/results-quadratic.md).
-PAPER_META_LR = 0.03
+PAPER_META_LR = 0.1
 DEEPMIND_META_LR = 0.001
 
 _PROBLEM_SETTINGS = {
