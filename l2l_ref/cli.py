@@ -22,7 +22,7 @@ from l2l_ref.tree import tree_map
 
 # The main job's built-in default: the paper's quadratic family, sized to finish in under
 # ten minutes on two CPU cores (docs/results-quadratic.md).
-DEFAULT_EPOCHS = 600
+DEFAULT_EPOCHS = 400
 DEFAULT_TEST_PROBLEMS = 32
 
 

@@ -19,15 +19,29 @@ from l2l_ref.meta_train import rng_for, run_optimizer
 from l2l_ref.problems import Problem, ToDevice
 
 
+def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
+    """Sample mean and its standard error (sample standard deviation / sqrt(n))."""
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
 def summarize(curves: onp.ndarray) -> dict:
     """Mean loss at every step, and mean and standard error of the final loss, over problems."""
     final = curves[:, -1]
+    mean, stderr = mean_and_stderr(final)
     return {
         "mean_loss": curves.mean(axis=0).tolist(),
-        "final_mean": float(final.mean()),
-        "final_stderr": float(final.std(ddof=1) / math.sqrt(len(final))),
+        "final_mean": mean,
+        "final_stderr": stderr,
         "final_losses": final.tolist(),
     }
+
+
+def paired_difference(baseline_final: onp.ndarray, lstm_final: onp.ndarray) -> dict:
+    """Baseline minus LSTM final loss on the same test problems: positive means the LSTM is
+    lower. Pairing removes the spread between problems from the comparison."""
+    difference = baseline_final - lstm_final
+    mean, stderr = mean_and_stderr(difference)
+    return {"mean": mean, "stderr": stderr, "lstm_lower_on": int((difference > 0).sum())}
 
 
 def evaluate(
@@ -61,6 +75,7 @@ def evaluate(
             results[name] = {
                 "learning_rate": lr,
                 **summarize(curves),
+                "minus_lstm": paired_difference(curves[:, -1], lstm[:, -1]),
                 "tuning": {str(rate): loss for rate, loss in tuning.items()},
             }
     return results
@@ -85,10 +100,20 @@ def write_json(path: Path, document: dict) -> None:
 
 def table(results: dict, header: str) -> str:
     """A short text table of final losses, headed by the problem and settings."""
-    lines = [header, f"{'optimizer':<10} {'learning rate':>13}  final loss (mean ± s.e.)"]
+    n = len(results["LSTM"]["final_losses"])
+    lines = [
+        header,
+        f"{'optimizer':<10} {'learning rate':>13}  {'final loss (mean ± s.e.)':<26}"
+        f"minus LSTM, paired (mean ± s.e., LSTM lower on)",
+    ]
     for name, entry in results.items():
         lr = f"{entry['learning_rate']:g}" if "learning_rate" in entry else "-"
-        lines.append(
-            f"{name:<10} {lr:>13}  {entry['final_mean']:.4g} ± {entry['final_stderr']:.2g}"
-        )
+        final = f"{entry['final_mean']:.4g} ± {entry['final_stderr']:.2g}"
+        versus = "-"
+        if "minus_lstm" in entry:
+            paired = entry["minus_lstm"]
+            versus = (
+                f"{paired['mean']:+.3g} ± {paired['stderr']:.2g}, {paired['lstm_lower_on']}/{n}"
+            )
+        lines.append(f"{name:<10} {lr:>13}  {final:<26}{versus}")
     return "\n".join(lines)

@@ -61,6 +61,13 @@ def test_train_writes_checkpoint_results_and_table(trained):
         assert entry["final_mean"] == pytest.approx(finals.mean())
         assert entry["final_stderr"] == pytest.approx(finals.std(ddof=1) / np.sqrt(3))
         assert (name == "LSTM") != ("learning_rate" in entry)
+        if name != "LSTM":  # paired comparison on the same test problems
+            difference = finals - np.array(results["LSTM"]["final_losses"])
+            assert entry["minus_lstm"]["mean"] == pytest.approx(difference.mean())
+            assert entry["minus_lstm"]["stderr"] == pytest.approx(
+                difference.std(ddof=1) / np.sqrt(3)
+            )
+            assert entry["minus_lstm"]["lstm_lower_on"] == int((difference > 0).sum())
     assert [epoch for epoch, _ in document["training"]["validation"]] == [0, 2, 4]
     assert len(document["training"]["meta_loss"]) == 4
     assert "quadratic (dims=10" in result.stdout and "preset paper" in result.stdout
