@@ -71,3 +71,11 @@ def test_log_and_sign_formula():
 def test_identity_is_identity():
     g = column(1.0, -2.0)
     assert identity(g) is g
+
+
+def test_log_and_sign_at_extremes_is_finite_and_exact():
+    g = column(0.0, 1e-300, 1e300, -1e300, np.finfo(float).max)
+    out = log_and_sign(g, 10.0)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[:, 1], [0.0, math.exp(10.0) * 1e-300, 1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(out[:2, 0], -1.0)
