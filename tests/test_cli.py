@@ -151,3 +151,16 @@ def test_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path):
     result = l2l("evaluate", bad)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "bad.npz" in result.stderr
+
+
+@pytest.mark.slow
+def test_float64_checkpoint_evaluates_in_float32(trained, tmp_path):
+    out, _ = trained
+    single = evaluate_json(out / "checkpoint.npz", tmp_path, "--dtype", "float32")
+    double = json.loads((out / "results.json").read_text())
+    assert "float32" in single["settings"]
+    np.testing.assert_allclose(
+        single["results"]["LSTM"]["final_losses"],
+        double["results"]["LSTM"]["final_losses"],
+        rtol=1e-3,
+    )
