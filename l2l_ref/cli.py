@@ -161,8 +161,10 @@ def train_command(args) -> int:
         raise UsageError(str(error)) from None
     to_device, to_host = device(args)
     out = args.out or free_folder(Path("runs") / f"{args.problem}-{args.preset}-s{args.seed}")
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.npz"
+    if path.exists():  # never overwrite another run's optimizer
+        raise UsageError(f"{out} already holds a checkpoint; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
     metadata = {
         "problem": {"name": problem.name, "settings": problem.settings},
         "preset": args.preset,

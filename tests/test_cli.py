@@ -145,6 +145,15 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing was written
 
 
+@pytest.mark.slow
+def test_train_refuses_to_overwrite_a_run(trained):
+    out, _ = trained
+    before = (out / "checkpoint.npz").read_bytes()
+    result = l2l("train", *SMALL, "--out", out)
+    assert result.returncode == 2 and "already holds a checkpoint" in result.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
 def test_corrupt_checkpoint_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
