@@ -215,11 +215,10 @@ def train_command(args) -> int:
     )
 
     phi = tree_map(to_device, checkpoint.load(path)[0])
-    sample = problem.sample(onp.random.default_rng(0), to_device)
     results = evaluate(
         problem,
         phi,
-        assign_networks(sample.theta0, problem, opt_config),
+        result.groups,
         opt_config,
         config.steps,
         args.test_problems,

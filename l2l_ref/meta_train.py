@@ -165,6 +165,7 @@ class TrainResult:
     best_validation: float
     meta_losses: list  # mean meta-loss of each epoch
     validation: list  # (epoch, mean final validation loss)
+    groups: dict  # optimizee tensor -> the network of φ that serves it
 
 
 def meta_train(
@@ -182,18 +183,17 @@ def meta_train(
     on_best(phi, epoch, validation) whenever a new best φ is found, from epoch 0 (the
     untrained φ) on, so a caller can checkpoint it.
     """
-    sample = problem.sample(rng_for(config.seed, "init"), to_device)
-    groups = assign_networks(sample.theta0, problem, opt_config)
-    phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)
     validation_rng, train_rng = rng_for(config.seed, "validation"), rng_for(config.seed, "train")
     validation = [
         problem.sample(validation_rng, to_device) for _ in range(config.validation_problems)
     ]
+    groups = assign_networks(validation[0].theta0, problem, opt_config)
+    phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)
 
     def validate(phi):
         return mean_final_loss(phi, validation, config.steps, groups, opt_config, to_host)
 
-    best = TrainResult(phi, 0, validate(phi), [], [])
+    best = TrainResult(phi, 0, validate(phi), [], [], groups)
     best.validation.append((0, best.best_validation))
     if on_best:
         on_best(phi, 0, best.best_validation)
