@@ -35,14 +35,17 @@ class CoupledQuadratic:
         r = self.residual(theta, t)
         return {k: np.reshape(2 * self.A[k].T @ r, np.shape(theta[k])) for k in self.A}
 
-    def instance(self) -> Instance:
-        """The same function for l2l_ref, written with autograd.numpy."""
+    def instance(self, to_device=np.copy) -> Instance:
+        """The same function for l2l_ref, written with autograd.numpy, its arrays moved by
+        `to_device`."""
+        A = {k: to_device(a) for k, a in self.A.items()}
+        y, d = to_device(self.y), to_device(self.d)
 
         def loss(theta, t):
-            r = sum(self.A[k] @ anp.reshape(theta[k], -1) for k in self.A) - self.y - t * self.d
+            r = sum(A[k] @ anp.reshape(theta[k], -1) for k in A) - y - t * d
             return anp.sum(r**2)
 
-        return Instance({k: v.copy() for k, v in self.theta0.items()}, loss)
+        return Instance({k: to_device(v) for k, v in self.theta0.items()}, loss)
 
 
 def coupled_quadratic(rng: np.random.Generator, shapes: dict, m: int = 4) -> CoupledQuadratic:
