@@ -4,18 +4,20 @@ Every array the program computes with is created through a backend: problems and
 parameters are drawn on the host with a seeded NumPy generator and moved to the device once
 (`backend.asarray`), so the same seed gives the same numbers on every backend; results come
 back through `backend.to_host`. The model code in `l2l_ref/` only ever calls `autograd.numpy`,
-which dispatches to the arrays' own library.
+which dispatches to the arrays' own library; `backends.autograd_device` teaches autograd to
+differentiate device arrays.
 
 A backend is a module with:
     name: str
     asarray(host_array, dtype) -> device array
     to_host(array) -> numpy.ndarray
+Importing a backend that this machine cannot serve raises BackendError.
 """
 
 import importlib
 from types import ModuleType
 
-BACKENDS = {"numpy": "backends.numpy_backend"}
+BACKENDS = {"numpy": "backends.numpy_backend", "cupy": "backends.cupy_backend"}
 
 
 class BackendError(RuntimeError):

@@ -173,3 +173,38 @@ def test_float64_checkpoint_evaluates_in_float32(trained, tmp_path):
         double["results"]["LSTM"]["final_losses"],
         rtol=1e-3,
     )
+
+
+@pytest.fixture
+def stand_in_backend(monkeypatch):
+    """`--backend strict`: the CPU stand-in of CuPy's array (tests/strict_array.py)."""
+    from backends import BACKENDS
+
+    monkeypatch.setitem(BACKENDS, "strict", "tests.strict_array")
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_the_stand_in_match_numpy(trained, tmp_path, stand_in_backend):
+    """Meta-training and evaluation end to end through the device backend code, and
+    checkpoints that move between backends: all bit-identical to the NumPy run."""
+    from l2l_ref.cli import main
+
+    numpy_out, _ = trained
+    device_out = tmp_path / "device"
+    assert main(["train", *SMALL, "--out", str(device_out), "--backend", "strict"]) == 0
+    assert (device_out / "checkpoint.npz").read_bytes() == (
+        numpy_out / "checkpoint.npz"
+    ).read_bytes()
+    on_numpy = json.loads((numpy_out / "results.json").read_text())
+    on_device = json.loads((device_out / "results.json").read_text())
+    assert on_device["backend"] == "strict" and "strict float64" in on_device["settings"]
+    assert on_device["results"] == on_numpy["results"]
+    assert on_device["training"] == on_numpy["training"]
+
+    # a checkpoint trained on one backend evaluates on the other
+    for checkpoint, backend in [(device_out, "numpy"), (numpy_out, "strict")]:
+        path = tmp_path / f"{backend}.json"
+        args = ["evaluate", str(checkpoint / "checkpoint.npz"), "--backend", backend]
+        sizes = ["--validation-problems", "2", "--test-problems", "3"]
+        assert main([*args, *sizes, "--json", str(path)]) == 0
+        assert json.loads(path.read_text())["results"] == on_numpy["results"]
