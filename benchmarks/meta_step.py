@@ -32,12 +32,12 @@ def synthetic_mlp(n_images: int = 2048, batch: int = 128) -> Problem:
     """Cross-entropy of a 784-20-10 sigmoid MLP on random images and labels."""
 
     def sample(rng, to_device):
-        images = to_device(rng.random((n_images, 784)))
+        images = rng.random((n_images, 784))
         labels = rng.integers(0, 10, n_images)
         order = onp.random.default_rng(rng.integers(2**32))
         batches = [order.choice(n_images, batch, replace=False) for _ in range(101)]
         onehots = [to_device(onp.eye(10)[labels[b]]) for b in batches]
-        inputs = [images[b] for b in batches]
+        inputs = [to_device(images[b]) for b in batches]
         theta0 = {
             "W1": to_device(0.01 * rng.standard_normal((784, 20))),
             "b1": to_device(onp.zeros(20)),
@@ -57,9 +57,11 @@ def synthetic_mlp(n_images: int = 2048, batch: int = 128) -> Problem:
     return Problem("mlp-synthetic", {"hidden": 20, "batch": batch}, sample)
 
 
-def one_meta_step(problem: Problem, dtype: str, seed: int = 0):
-    """A closure running one meta-step (a 20-step unroll, backward, Adam) on a fixed φ."""
-    backend = get_backend("numpy")
+def one_meta_step(
+    problem: Problem, dtype: str, backend: str = "numpy", unroll: int = 20, seed: int = 0
+):
+    """A closure running one meta-step (an unroll, its backward pass, Adam) on a fixed φ."""
+    backend = get_backend(backend)
 
     def to_device(a):
         return backend.asarray(a, dtype)
@@ -67,7 +69,7 @@ def one_meta_step(problem: Problem, dtype: str, seed: int = 0):
     rng = onp.random.default_rng(seed)
     instance = problem.sample(rng, to_device)
     config = OptimizerConfig()
-    train = TrainConfig(epochs=1, steps=20, unroll=20)
+    train = TrainConfig(epochs=1, steps=unroll, unroll=unroll)
     groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng, groups, config, to_device)
     state = adam_init(phi)
