@@ -8,7 +8,7 @@ Figure 2's dashed edges); `second_order=True` keeps the exact derivative, whose 
 takes Hessian-vector products of f.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import add
 
 from autograd import grad, grad_and_aux
@@ -29,18 +29,24 @@ def unroll(
     groups: dict,
     config: OptimizerConfig,
     second_order: bool = False,
+    on_step: Callable | None = None,
 ) -> tuple:
     """Run `length` optimizee steps from θ_{t0} with the optimizer m (Eq. 1, Figure 2).
 
     Returns the losses [f(θ_{t0}), ..., f(θ_{t0+length})], θ_{t0+length} and the hidden state.
+    on_step(t, ∇_t, g_t, h_{t+1}, θ_{t+1}, f(θ_{t+1})), if given, sees the values of each step
+    (the reference vectors record them).
     """
     gradient = grad(instance.loss)
     losses = [instance.loss(theta, t0)]
     for t in range(t0, t0 + length):
         point = theta if second_order else tree_map(getval, theta)
-        updates, hidden = optimizer_step(phi, gradient(point, t), hidden, groups, config)
+        grads = gradient(point, t)
+        updates, hidden = optimizer_step(phi, grads, hidden, groups, config)
         theta = tree_map(add, theta, updates)
         losses.append(instance.loss(theta, t + 1))
+        if on_step:
+            on_step(t, *tree_map(getval, (grads, updates, hidden, theta, losses[-1])))
     return losses, theta, hidden
 
 
@@ -67,6 +73,7 @@ def meta_gradient(
     groups: dict,
     config: OptimizerConfig,
     second_order: bool = False,
+    on_step: Callable | None = None,
 ) -> tuple:
     """∂L/∂φ of one truncated unroll, with L, θ and the hidden state it ends in.
 
@@ -76,7 +83,16 @@ def meta_gradient(
 
     def objective(phi):
         losses, theta_end, hidden_end = unroll(
-            phi, theta, hidden, instance, t0, len(weights) - 1, groups, config, second_order
+            phi,
+            theta,
+            hidden,
+            instance,
+            t0,
+            len(weights) - 1,
+            groups,
+            config,
+            second_order,
+            on_step,
         )
         L = meta_loss(losses, weights)
         return L, (getval(L), tree_map(getval, (theta_end, hidden_end)))
