@@ -1,4 +1,4 @@
-"""The command line: `l2l-ref train` and `l2l-ref evaluate`.
+"""The command line: `l2l-ref train`, `evaluate`, `vectors export` and `verify`.
 
 Bad input ends with one line on stderr and exit code 2; a meta-loss that overflows stops
 training with exit code 1 and leaves the last good checkpoint on disk.
@@ -14,7 +14,7 @@ import numpy as onp
 from tqdm import tqdm
 
 from backends import BACKENDS, BackendError, get_backend
-from l2l_ref import checkpoint, presets
+from l2l_ref import checkpoint, presets, vectors, verify
 from l2l_ref.evaluate import evaluate, table, write_json
 from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, assign_networks, meta_train
 from l2l_ref.problems import PROBLEMS, make_problem
@@ -24,6 +24,8 @@ from l2l_ref.tree import tree_map
 # ten minutes on two CPU cores (docs/results-quadratic.md).
 DEFAULT_EPOCHS = 400
 DEFAULT_TEST_PROBLEMS = 32
+# the committed vectors, beside the package in a clone of the repository
+DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 
 class UsageError(Exception):
@@ -113,6 +115,19 @@ def build_parser() -> Parser:
     )
     evaluate_cmd.add_argument("--json", type=Path, help="write the results here")
     common(evaluate_cmd)
+
+    vectors_cmd = commands.add_parser("vectors", help="the reference vectors")
+    vectors_actions = vectors_cmd.add_subparsers(dest="action", required=True, parser_class=Parser)
+    export = vectors_actions.add_parser("export", help="compute and write every case")
+    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+
+    verify_cmd = commands.add_parser("verify", help="check another implementation's outputs")
+    verify_cmd.add_argument("candidate", type=Path, help="folder: manifest.json + <case>.npz")
+    verify_cmd.add_argument(
+        "--vectors", type=Path, default=DEFAULT_VECTORS, help="reference vectors folder"
+    )
+    verify_cmd.add_argument("--rtol", type=float, default=verify.RTOL)
+    verify_cmd.add_argument("--atol", type=float, default=verify.ATOL)
     return parser
 
 
@@ -295,12 +310,41 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def vectors_command(args) -> int:
+    for path in vectors.export(args.out):
+        print(path)
+    return 0
+
+
+def verify_command(args) -> int:
+    """Exit 0 when every given stage agrees, 1 when one diverges (2: malformed, in main)."""
+    if not (args.rtol >= 0 and args.atol >= 0):
+        raise UsageError("tolerances must be non-negative numbers")
+    results = verify.verify(args.candidate, args.vectors, args.rtol, args.atol)
+    text, agree = verify.report(results, args.rtol, args.atol)
+    print(text)
+    return 0 if agree else 1
+
+
+COMMANDS = {
+    "train": train_command,
+    "evaluate": evaluate_command,
+    "vectors": vectors_command,
+    "verify": verify_command,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        command = train_command if args.command == "train" else evaluate_command
-        return command(args)
-    except (UsageError, checkpoint.CheckpointError, BackendError, OSError) as error:
+        return COMMANDS[args.command](args)
+    except (
+        UsageError,
+        checkpoint.CheckpointError,
+        verify.MalformedError,
+        BackendError,
+        OSError,
+    ) as error:
         print(f"l2l-ref: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -107,13 +107,15 @@ def cell_backward(W, cache, dh, dc):
     return xh.T @ dz, dz.sum(axis=0), dxh[:, :n_in], dxh[:, n_in:], dc * f
 
 
-def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t0=0):
-    """Unroll len(weights) − 1 steps; returns L, per-step losses, θ, hidden, inputs, caches.
+def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t0=0, theta=None):
+    """Unroll len(weights) − 1 steps from θ (default θ_0) at step t0; returns L, per-step
+    losses, θ, hidden, inputs, caches. caches[t][tensor] = (layer caches, top layer's h,
+    preprocessed input, update).
 
     phi: {group: {"lstm": [{"W", "b"}], "head": {"W", "b"}}} as NumPy arrays. With
     frozen_grads, ∇_t is read from it instead of computed at θ_t.
     """
-    theta = {k: np.array(v, dtype=float) for k, v in problem.theta0.items()}
+    theta = {k: np.array(v, dtype=float) for k, v in (theta or problem.theta0).items()}
     T = len(weights) - 1
     if hidden is None:
         hidden = {
@@ -128,6 +130,7 @@ def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t
         for k, g in grads.items():
             net = phi[groups[k]]
             x = preprocess(np.asarray(g), config.preprocessing, config.preprocessing_param)
+            inputs = x
             layer_caches, states = [], []
             for layer, (h, c) in zip(net["lstm"], hidden[k], strict=True):
                 h, c, cache = cell_forward(layer["W"], layer["b"], x, h, c)
@@ -135,7 +138,7 @@ def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t
                 states.append((h, c))
                 x = h
             update = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
-            step_caches[k] = (layer_caches, x)
+            step_caches[k] = (layer_caches, x, inputs, update)
             new_hidden[k] = states
             theta[k] = theta[k] + update.reshape(np.shape(theta[k]))
         hidden = new_hidden
@@ -145,12 +148,13 @@ def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t
     return L, losses, theta, hidden, grads_seen, caches
 
 
-def first_order_meta_gradient(phi, groups, problem, config, weights):
-    """dL/dφ with ∂∇_t/∂φ = 0, by spec §1's closed form and backpropagation through time."""
-    _, _, _, _, _, caches = run(phi, groups, problem, config, weights)
+def first_order_meta_gradient(phi, groups, problem, config, weights, theta=None, hidden=None, t0=0):
+    """dL/dφ with ∂∇_t/∂φ = 0, by spec §1's closed form and backpropagation through time,
+    for the unroll from θ (default θ_0) and hidden state at step t0."""
+    _, _, _, _, _, caches = run(phi, groups, problem, config, weights, hidden, t0=t0, theta=theta)
     T = len(weights) - 1
     # θ_t for t = 1..T, to get ∇f(θ_t) for the reverse cumulative sum
-    thetas = [{k: np.array(v, dtype=float) for k, v in problem.theta0.items()}]
+    thetas = [{k: np.array(v, dtype=float) for k, v in (theta or problem.theta0).items()}]
     for t in range(T):
         thetas.append(
             {
@@ -165,7 +169,7 @@ def first_order_meta_gradient(phi, groups, problem, config, weights):
     dg = [None] * T  # dL/dg_s = Σ_{t=s+1..T} w_t ∇f(θ_t)
     running = {k: np.zeros(np.size(v)) for k, v in problem.theta0.items()}
     for s in reversed(range(T)):
-        grad_next = problem.grad(thetas[s + 1], s + 1)
+        grad_next = problem.grad(thetas[s + 1], t0 + s + 1)
         running = {k: running[k] + weights[s + 1] * np.reshape(grad_next[k], -1) for k in running}
         dg[s] = {k: v.copy() for k, v in running.items()}
 
@@ -185,7 +189,7 @@ def first_order_meta_gradient(phi, groups, problem, config, weights):
         dh_next = [0.0] * n_layers
         dc_next = [0.0] * n_layers
         for s in reversed(range(T)):
-            layer_caches, top = caches[s][k]
+            layer_caches, top = caches[s][k][:2]
             d_out = dg[s][k].reshape(-1, 1) * config.output_scale
             grad_net["head"]["W"] += top.T @ d_out
             grad_net["head"]["b"] += d_out.sum(axis=0)
