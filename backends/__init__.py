@@ -14,8 +14,11 @@ A backend is a module with:
 Importing a backend that this machine cannot serve raises BackendError.
 """
 
+import contextlib
 import importlib
 from types import ModuleType
+
+from backends import autograd_device
 
 BACKENDS = {"numpy": "backends.numpy_backend", "cupy": "backends.cupy_backend"}
 
@@ -25,7 +28,14 @@ class BackendError(RuntimeError):
 
 
 def get_backend(name: str) -> ModuleType:
-    """The backend module called `name` (one of BACKENDS)."""
+    """The backend module called `name` (one of BACKENDS).
+
+    Installs autograd_device's rules, which serve NumPy too: the same results, and indexing
+    gradients several times faster. Under an autograd they were not checked on, NumPy runs on
+    autograd's own rules and the device backends refuse.
+    """
+    with contextlib.suppress(autograd_device.DeviceSupportError):
+        autograd_device.install()
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     return importlib.import_module(BACKENDS[name])

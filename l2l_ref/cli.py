@@ -15,9 +15,10 @@ from tqdm import tqdm
 
 from backends import BACKENDS, BackendError, get_backend
 from l2l_ref import checkpoint, presets, vectors, verify
+from l2l_ref.datasets import DEFAULT_DATA_DIR, DatasetError
 from l2l_ref.evaluate import evaluate, table, write_json
 from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, assign_networks, meta_train
-from l2l_ref.problems import PROBLEMS, make_problem
+from l2l_ref.problems import ACTIVATIONS, PROBLEMS, make_problem
 from l2l_ref.tree import tree_map
 
 # The main job's built-in default: the paper's quadratic family, sized to finish in under
@@ -82,6 +83,14 @@ def build_parser() -> Parser:
             help="problems for early stopping and for tuning the baselines",
         )
 
+    def optimizee(sub):
+        sub.add_argument(
+            "--data-dir", help=f"mnist, cifar: image files (default {DEFAULT_DATA_DIR})"
+        )
+        sub.add_argument("--hidden", type=layer_sizes, help="mnist: hidden units, e.g. 40,40")
+        sub.add_argument("--activation", choices=tuple(ACTIVATIONS), help="mnist: activation")
+        sub.add_argument("--classes", type=at_least(2), help="cifar: keep labels below this")
+
     train = commands.add_parser("train", help="meta-train an optimizer, then evaluate it")
     train.add_argument("--problem", default="quadratic", choices=tuple(PROBLEMS))
     train.add_argument("--preset", default="paper", choices=presets.PRESETS)
@@ -104,6 +113,7 @@ def build_parser() -> Parser:
         "--out", type=Path, help="run folder (default runs/<problem>-<preset>-s<seed>)"
     )
     common(train)
+    optimizee(train)
 
     evaluate_cmd = commands.add_parser("evaluate", help="evaluate a saved optimizer")
     evaluate_cmd.add_argument("checkpoint", type=Path)
@@ -115,6 +125,7 @@ def build_parser() -> Parser:
     )
     evaluate_cmd.add_argument("--json", type=Path, help="write the results here")
     common(evaluate_cmd)
+    optimizee(evaluate_cmd)
 
     vectors_cmd = commands.add_parser("vectors", help="the reference vectors")
     vectors_actions = vectors_cmd.add_subparsers(dest="action", required=True, parser_class=Parser)
@@ -129,6 +140,29 @@ def build_parser() -> Parser:
     verify_cmd.add_argument("--rtol", type=float, default=verify.RTOL)
     verify_cmd.add_argument("--atol", type=float, default=verify.ATOL)
     return parser
+
+
+# which optimizee settings each command-line option sets, and for which problems
+OPTIMIZEE_OPTIONS = {
+    "data_dir": ("mnist", "cifar"),
+    "hidden": ("mnist",),
+    "activation": ("mnist",),
+    "classes": ("cifar",),
+}
+
+
+def optimizee_overrides(args, problem: str) -> dict:
+    """The problem settings given on the command line; refuses those the problem lacks."""
+    overrides = {}
+    for key, problems in OPTIMIZEE_OPTIONS.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if problem not in problems:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} applies to {' and '.join(problems)}, not to {problem}")
+        overrides[key] = value
+    return overrides
 
 
 def device(args) -> tuple:
@@ -154,7 +188,13 @@ def free_folder(base: Path) -> Path:
 
 
 def train_command(args) -> int:
-    problem = presets.problem_for(args.problem, args.preset)
+    overrides = optimizee_overrides(args, args.problem)
+    try:
+        problem = presets.problem_for(args.problem, args.preset, overrides)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise UsageError(f"problem {args.problem}: {error}") from None
     opt_config = presets.optimizer_for(args.problem, args.preset)
     if args.layers is not None:
         opt_config = dataclasses.replace(opt_config, layers=args.layers)
@@ -263,10 +303,13 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     phi_host, opt_config, header = checkpoint.load(args.checkpoint)
     try:
-        problem = make_problem(header["problem"]["name"], header["problem"]["settings"])
+        name, settings = header["problem"]["name"], header["problem"]["settings"]
+        problem = make_problem(name, {**settings, **optimizee_overrides(args, name)})
         train = header["train"]
         steps = args.steps or train["steps"]
         args.seed = train["seed"] if args.seed is None else args.seed
+    except DatasetError:
+        raise
     except (KeyError, TypeError, ValueError) as error:
         raise checkpoint.CheckpointError(f"{args.checkpoint}: bad metadata ({error})") from None
     to_device, to_host = device(args)
@@ -342,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         UsageError,
         checkpoint.CheckpointError,
         verify.MalformedError,
+        DatasetError,
         BackendError,
         OSError,
     ) as error:

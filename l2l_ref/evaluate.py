@@ -25,11 +25,12 @@ def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
 
 
 def summarize(curves: onp.ndarray) -> dict:
-    """Mean loss at every step, and mean and standard error of the final loss, over problems."""
+    """Mean and standard error of the loss at every step, and of the final loss, over problems."""
     final = curves[:, -1]
     mean, stderr = mean_and_stderr(final)
     return {
         "mean_loss": curves.mean(axis=0).tolist(),
+        "stderr_loss": (curves.std(axis=0, ddof=1) / math.sqrt(len(curves))).tolist(),
         "final_mean": mean,
         "final_stderr": stderr,
         "final_losses": final.tolist(),
@@ -62,8 +63,10 @@ def evaluate(
     if test_problems < 2:
         raise ValueError("need at least 2 test problems for a standard error")
     validation_rng, test_rng = rng_for(seed, "validation"), rng_for(seed, "test")
-    validation = [problem.sample(validation_rng, to_device) for _ in range(validation_problems)]
-    test = [problem.sample(test_rng, to_device) for _ in range(test_problems)]
+    validation = [
+        problem.sample(validation_rng, to_device, "validation") for _ in range(validation_problems)
+    ]
+    test = [problem.sample(test_rng, to_device, "test") for _ in range(test_problems)]
     with onp.errstate(all="ignore"):
         lstm = onp.stack(
             [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in test]

@@ -185,7 +185,8 @@ def meta_train(
     """
     validation_rng, train_rng = rng_for(config.seed, "validation"), rng_for(config.seed, "train")
     validation = [
-        problem.sample(validation_rng, to_device) for _ in range(config.validation_problems)
+        problem.sample(validation_rng, to_device, "validation")
+        for _ in range(config.validation_problems)
     ]
     groups = assign_networks(validation[0].theta0, problem, opt_config)
     phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)

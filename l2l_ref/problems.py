@@ -2,19 +2,24 @@
 
 A family samples instances from a seeded host generator. An instance is one optimizee: its
 initial parameters θ_0 (a dict of named tensors) and its loss f(θ, t). The step index t lets a
-stochastic loss draw the minibatch of step t, the same one for f(θ_t) and for ∇_t.
+stochastic loss draw the minibatch of step t, the same one for f(θ_t) and for ∇_t. Families on
+data sample from one split of it: "train" for meta-training, "validation" and "test" for the
+problems of early stopping, baseline tuning and the final comparison (held-out images).
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
+from l2l_ref import datasets
+from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.lstm import sigmoid
 
 ToDevice = Callable[[onp.ndarray], Any]
@@ -36,7 +41,7 @@ class Problem:
 
     name: str
     settings: dict
-    sample: Callable[[onp.random.Generator, ToDevice], Instance]
+    sample: Callable[..., Instance]  # (rng, to_device, split="train") -> Instance
     groups: dict[str, str] = field(default_factory=dict)  # tensor -> parameter group
 
     def group_of(self, tensor: str) -> str:
@@ -60,7 +65,7 @@ def quadratic(
     if dims < 1 or batch < 1:
         raise ValueError("quadratic dims and batch must be at least 1")
 
-    def sample(rng: onp.random.Generator, to_device: ToDevice) -> Instance:
+    def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
         draw = rng.standard_normal if distribution == "gaussian" else rng.random
         host_W, host_y = draw((batch, dims, dims)), draw((batch, dims))
         W, y = to_device(host_W), to_device(host_y)
@@ -79,18 +84,21 @@ def quadratic(
 def simple() -> Problem:
     """f(x) = x² from x_0 = 1: the problem of the original Torch test (spec §5)."""
 
-    def sample(rng: onp.random.Generator, to_device: ToDevice) -> Instance:
+    def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
         return Instance({"x": to_device(onp.array(1.0))}, lambda theta, t: theta["x"] ** 2)
 
     return Problem("simple", {}, sample)
 
 
-ACTIVATIONS = {"sigmoid": sigmoid, "relu": lambda x: np.maximum(x, 0.0)}
+def relu(x):
+    return np.maximum(x, 0.0)
+
+
+ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu}
 
 
 def mlp(
-    images: onp.ndarray,
-    labels: onp.ndarray,
+    splits: dict,
     hidden: tuple[int, ...] = (20,),
     activation: str = "sigmoid",
     batch: int = 128,
@@ -100,23 +108,23 @@ def mlp(
 ) -> Problem:
     """Cross-entropy of a multi-layer perceptron on minibatches of a labelled image set (§3).
 
-    images: (N, D) floats; labels: (N,) integers in [0, classes). Tensors W0, b0, W1, b1, ...
-    with θ_0 ~ N(0, init_std²) as in the released code. The minibatch of step t is `batch`
-    distinct images drawn from a generator seeded by (the instance's seed, t): the same for
-    f(θ_t) and ∇_t, whatever the order of calls.
+    splits: {split: (images (N, ...), labels (N,) integers in [0, classes))}; images are
+    flattened. Tensors W0, b0, W1, b1, ... with θ_0 ~ N(0, init_std²) as in the released code.
+    The minibatch of step t is `batch` distinct images drawn from a generator seeded by (the
+    instance's seed, t): the same for f(θ_t) and ∇_t, whatever the order of calls.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {activation!r} (choose from {', '.join(ACTIVATIONS)})"
         )
-    if not 1 <= batch <= len(images):
-        raise ValueError(f"minibatch of {batch} from {len(images)} images")
-    classes = int(labels.max()) + 1
-    sizes = (images.shape[1], *hidden, classes)
-    onehot = onp.eye(classes)[labels]
+    classes = int(max(labels.max() for _, labels in splits.values())) + 1
+    sizes = (int(onp.prod(splits["train"][0].shape[1:])), *hidden, classes)
     act = ACTIVATIONS[activation]
 
-    def sample(rng: onp.random.Generator, to_device: ToDevice) -> Instance:
+    def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
+        images, labels = splits[split]
+        if not 1 <= batch <= len(images):
+            raise ValueError(f"minibatch of {batch} from {len(images)} {split} images")
         theta0 = {}
         for k, (n_in, n_out) in enumerate(pairwise(sizes)):
             theta0[f"W{k}"] = to_device(init_std * rng.standard_normal((n_in, n_out)))
@@ -129,7 +137,8 @@ def mlp(
         @lru_cache(maxsize=2)  # f(θ_t) and ∇_t read the same minibatch
         def minibatch(t: int) -> tuple:
             chosen = indices(t)
-            return to_device(images[chosen]), to_device(onehot[chosen])
+            onehot = onp.eye(classes)[labels[chosen]]
+            return to_device(images[chosen].reshape(batch, -1)), to_device(onehot)
 
         def loss(theta: dict, t: int):
             x, y = minibatch(t)
@@ -137,10 +146,7 @@ def mlp(
                 x = x @ theta[f"W{k}"] + theta[f"b{k}"]
                 if k < len(sizes) - 2:
                     x = act(x)
-            # log-softmax; the shift by the row maximum changes no value or gradient
-            shifted = x - getval(np.max(x, axis=1, keepdims=True))
-            log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-            return -np.mean(np.sum(y * log_probs, axis=1))
+            return cross_entropy(x, y)
 
         data = {"images": images, "labels": labels, "batch_seed": batch_seed, "indices": indices}
         return Instance(theta0, loss, data)
@@ -149,7 +155,139 @@ def mlp(
     return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample)
 
 
-PROBLEMS = {"quadratic": quadratic, "simple": simple}
+def cross_entropy(logits, onehot):
+    """Mean softmax cross-entropy of rows of logits against one-hot labels."""
+    # the shift by the row maximum changes no value or gradient of the log-softmax
+    shifted = logits - getval(np.max(logits, axis=1, keepdims=True))
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    return -np.mean(np.sum(onehot * log_probs, axis=1))
+
+
+def mnist(
+    data_dir: str = str(DEFAULT_DATA_DIR),
+    hidden: tuple[int, ...] = (20,),
+    activation: str = "sigmoid",
+    batch: int = 128,
+    init_std: float = 0.01,
+) -> Problem:
+    """The paper's MNIST optimizee (§3): an MLP, base net 784-20-10 sigmoid, on the IDX image
+    set in data_dir (MNIST or Fashion-MNIST; by default Debian's Fashion-MNIST)."""
+    _, splits = datasets.load(Path(data_dir))
+    settings = {"data_dir": str(Path(data_dir).resolve())}
+    return mlp(splits, tuple(hidden), activation, batch, init_std, "mnist", settings)
+
+
+def conv2d(x, kernel):
+    """Convolution (cross-correlation) with stride 1 and SAME zero padding, as a sum over the
+    kernel's offsets: x (N, H, W, C_in), kernel (k, k, C_in, C_out) → (N, H, W, C_out)."""
+    k, (n, height, width, channels) = kernel.shape[0], x.shape
+    before, after = (k - 1) // 2, k // 2
+    rows = [np.zeros_like(x, shape=(n, pad, width, channels)) for pad in (before, after)]
+    x = np.concatenate([rows[0], x, rows[1]], axis=1)
+    columns = [
+        np.zeros_like(x, shape=(n, height + k - 1, pad, channels)) for pad in (before, after)
+    ]
+    x = np.concatenate([columns[0], x, columns[1]], axis=2)
+    out = 0.0
+    for i in range(k):
+        for j in range(k):
+            out = out + x[:, i : i + height, j : j + width, :] @ kernel[i, j]
+    return out
+
+
+def max_pool(x):
+    """2 × 2 max pooling with stride 2 (VALID: an odd last row or column is dropped)."""
+    n, height, width, channels = x.shape
+    x = x[:, : height // 2 * 2, : width // 2 * 2, :]
+    return np.max(np.reshape(x, (n, height // 2, 2, width // 2, 2, channels)), axis=(2, 4))
+
+
+def batch_norm(x, offset, eps: float = 1e-3):
+    """Batch normalisation over every axis but the last, with a learned offset and no scale
+    (the released code's), in training mode: the statistics of the minibatch itself."""
+    axes = tuple(range(x.ndim - 1))
+    centred = x - np.mean(x, axis=axes, keepdims=True)
+    return centred / np.sqrt(np.mean(centred**2, axis=axes, keepdims=True) + eps) + offset
+
+
+def conv_net(
+    splits: dict,
+    channels: tuple[int, ...] = (16, 16, 16),
+    kernel: int = 5,
+    fc: int = 32,
+    batch: int = 128,
+    init_std: float = 0.01,
+    name: str = "conv",
+    settings: dict | None = None,
+) -> Problem:
+    """The paper's CIFAR optimizee (§3, the released code's sizes): convolutions (k × k,
+    stride 1, SAME) each with bias, batch normalisation, ReLU and 2 × 2 max pooling; a fully
+    connected layer with bias, batch normalisation and ReLU; a linear output layer; softmax
+    cross-entropy. Two parameter groups: "conv" (the convolution kernels) and "fc" (the rest),
+    one optimizer network each."""
+    images, _ = splits["train"]
+    classes = int(max(labels.max() for _, labels in splits.values())) + 1
+    height, width, depth = images.shape[1:]
+    for _ in channels:
+        height, width = height // 2, width // 2
+    shapes = {}
+    for k, (c_in, c_out) in enumerate(pairwise((depth, *channels))):
+        shapes |= {f"conv{k}_W": (kernel, kernel, c_in, c_out), f"conv{k}_b": (c_out,)}
+        shapes[f"conv{k}_offset"] = (c_out,)
+    shapes |= {"fc_W": (height * width * channels[-1], fc), "fc_b": (fc,), "fc_offset": (fc,)}
+    shapes |= {"out_W": (fc, classes), "out_b": (classes,)}
+    groups = {
+        name: "conv" if name.startswith("conv") and name.endswith("_W") else "fc" for name in shapes
+    }
+
+    def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
+        images, labels = splits[split]
+        theta0 = {k: to_device(init_std * rng.standard_normal(s)) for k, s in shapes.items()}
+        batch_seed = int(rng.integers(2**63))
+
+        def indices(t: int) -> onp.ndarray:
+            return onp.random.default_rng([batch_seed, t]).choice(len(images), batch, replace=False)
+
+        @lru_cache(maxsize=2)
+        def minibatch(t: int) -> tuple:
+            chosen = indices(t)
+            return to_device(images[chosen]), to_device(onp.eye(classes)[labels[chosen]])
+
+        def loss(theta: dict, t: int):
+            x, y = minibatch(t)
+            for k in range(len(channels)):
+                x = conv2d(x, theta[f"conv{k}_W"]) + theta[f"conv{k}_b"]
+                x = max_pool(relu(batch_norm(x, theta[f"conv{k}_offset"])))
+            x = np.reshape(x, (batch, -1)) @ theta["fc_W"] + theta["fc_b"]
+            x = relu(batch_norm(x, theta["fc_offset"]))
+            return cross_entropy(x @ theta["out_W"] + theta["out_b"], y)
+
+        data = {"images": images, "labels": labels, "batch_seed": batch_seed, "indices": indices}
+        return Instance(theta0, loss, data)
+
+    base = {"channels": list(channels), "kernel": kernel, "fc": fc, "batch": batch}
+    return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample, groups)
+
+
+def cifar(
+    data_dir: str = str(DEFAULT_DATA_DIR),
+    classes: int = 10,
+    channels: tuple[int, ...] = (16, 16, 16),
+    kernel: int = 5,
+    fc: int = 32,
+    batch: int = 128,
+    init_std: float = 0.01,
+) -> Problem:
+    """The paper's CIFAR optimizee on the images in data_dir: CIFAR-10's binary files, or any
+    IDX image set; classes < 10 keeps labels 0 … classes − 1 (CIFAR-5, CIFAR-2)."""
+    _, splits = datasets.load(Path(data_dir))
+    if classes < 10:
+        splits = datasets.label_subset(splits, classes)
+    settings = {"data_dir": str(Path(data_dir).resolve()), "classes": classes}
+    return conv_net(splits, tuple(channels), kernel, fc, batch, init_std, "cifar", settings)
+
+
+PROBLEMS = {"quadratic": quadratic, "simple": simple, "mnist": mnist, "cifar": cifar}
 
 
 def make_problem(name: str, settings: dict) -> Problem:

@@ -121,7 +121,7 @@ CASES = (
         "softmax regression, tensors W0 (8, 3) and b0 (3,), minibatches of 4 of 16 images; "
         "one network serves both tensors",
         "hidden-state rows shared between tensors or misaligned (spec §6)",
-        mlp(IMAGES, LABELS, hidden=(), batch=4, name="tiny-mlp"),
+        mlp({"train": (IMAGES, LABELS)}, hidden=(), batch=4, name="tiny-mlp"),
         PAPER,
         PAPER_WEIGHTS,
         problem_formula=MLP,
@@ -130,7 +130,7 @@ CASES = (
         "mlp-preprocessed",
         "MLP 8-5-3 sigmoid, minibatches of 4; Appendix A preprocessing p = 10, output scale 0.1",
         "p = 5 for 10, e^p wrong, log 0, the small-gradient branch, output scale forgotten",
-        mlp(IMAGES, LABELS, hidden=(5,), batch=4, name="tiny-mlp"),
+        mlp({"train": (IMAGES, LABELS)}, hidden=(5,), batch=4, name="tiny-mlp"),
         OptimizerConfig(preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1),
         PAPER_WEIGHTS,
         problem_formula=MLP,
