@@ -1,4 +1,4 @@
-"""The command line: `l2l-ref train`, `evaluate`, `vectors export` and `verify`.
+"""The command line: `l2l-ref train`, `evaluate`, `plot`, `vectors export` and `verify`.
 
 Bad input ends with one line on stderr and exit code 2; a meta-loss that overflows stops
 training with exit code 1 and leaves the last good checkpoint on disk.
@@ -14,7 +14,8 @@ import numpy as onp
 from tqdm import tqdm
 
 from backends import BACKENDS, BackendError, get_backend
-from l2l_ref import checkpoint, presets, vectors, verify
+from l2l_ref import checkpoint, plot, presets, vectors, verify
+from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.datasets import DEFAULT_DATA_DIR, DatasetError
 from l2l_ref.evaluate import evaluate, table, write_json
 from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, assign_networks, meta_train
@@ -61,6 +62,14 @@ def layer_sizes(text: str) -> tuple[int, ...]:
     return tuple(positive_int(part) for part in text.split(","))
 
 
+def learning_rates(text: str) -> tuple[float, ...]:
+    """'0.01,0.1,1' -> (0.01, 0.1, 1.0); each rate positive and finite."""
+    rates = tuple(float(part) for part in text.split(","))
+    if not all(0 < rate < float("inf") for rate in rates):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text}")
+    return rates
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="l2l-ref", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -77,6 +86,12 @@ def build_parser() -> Parser:
             help="fresh problems for the final comparison",
         )
         sub.add_argument(
+            "--learning-rates",
+            type=learning_rates,
+            default=LEARNING_RATES,
+            help="the baselines' tuning grid, e.g. 0.01,0.1,1 (default 1e-4 … 10, 3 per decade)",
+        )
+        sub.add_argument(
             "--validation-problems",
             type=positive_int,
             default=8,
@@ -90,6 +105,7 @@ def build_parser() -> Parser:
         sub.add_argument("--hidden", type=layer_sizes, help="mnist: hidden units, e.g. 40,40")
         sub.add_argument("--activation", choices=tuple(ACTIVATIONS), help="mnist: activation")
         sub.add_argument("--classes", type=at_least(2), help="cifar: keep labels below this")
+        sub.add_argument("--batch", type=positive_int, help="mnist, cifar: minibatch size (128)")
 
     train = commands.add_parser("train", help="meta-train an optimizer, then evaluate it")
     train.add_argument("--problem", default="quadratic", choices=tuple(PROBLEMS))
@@ -127,6 +143,13 @@ def build_parser() -> Parser:
     common(evaluate_cmd)
     optimizee(evaluate_cmd)
 
+    plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
+    plot_cmd.add_argument("results", type=Path, nargs="+", help="results.json files")
+    plot_cmd.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
+    plot_cmd.add_argument(
+        "--training", action="store_true", help="the meta-loss and validation curves instead"
+    )
+
     vectors_cmd = commands.add_parser("vectors", help="the reference vectors")
     vectors_actions = vectors_cmd.add_subparsers(dest="action", required=True, parser_class=Parser)
     export = vectors_actions.add_parser("export", help="compute and write every case")
@@ -148,6 +171,7 @@ OPTIMIZEE_OPTIONS = {
     "hidden": ("mnist",),
     "activation": ("mnist",),
     "classes": ("cifar",),
+    "batch": ("mnist", "cifar"),
 }
 
 
@@ -172,9 +196,11 @@ def device(args) -> tuple:
 
 
 def settings_line(problem, preset: str, steps: int, args) -> str:
+    grid = args.learning_rates
+    tuned = "" if grid == LEARNING_RATES else f", baselines tuned over {','.join(map(str, grid))}"
     return (
         f"{problem.describe()}, preset {preset}, {steps} steps, {args.test_problems} test "
-        f"problems, seed {args.seed}, {args.backend} {args.dtype}"
+        f"problems, seed {args.seed}, {args.backend} {args.dtype}{tuned}"
     )
 
 
@@ -281,6 +307,7 @@ def train_command(args) -> int:
         args.seed,
         to_device,
         to_host,
+        grid=args.learning_rates,
     )
     document = {
         "settings": header,
@@ -331,6 +358,7 @@ def evaluate_command(args) -> int:
         args.seed,
         to_device,
         to_host,
+        grid=args.learning_rates,
     )
     line = settings_line(problem, header["preset"], steps, args)
     if args.json:
@@ -340,7 +368,7 @@ def evaluate_command(args) -> int:
                 "settings": line,
                 "checkpoint": str(args.checkpoint),
                 "preset": header["preset"],
-                "problem": header["problem"],
+                "problem": {"name": problem.name, "settings": problem.settings},
                 "optimizer": dataclasses.asdict(opt_config),
                 "steps": steps,
                 "backend": args.backend,
@@ -350,6 +378,13 @@ def evaluate_command(args) -> int:
             },
         )
     print(table(results, line))
+    return 0
+
+
+def plot_command(args) -> int:
+    documents = [plot.load_results(path) for path in args.results]
+    (plot.plot_training if args.training else plot.plot_losses)(documents, args.out)
+    print(args.out)
     return 0
 
 
@@ -372,6 +407,7 @@ def verify_command(args) -> int:
 COMMANDS = {
     "train": train_command,
     "evaluate": evaluate_command,
+    "plot": plot_command,
     "vectors": vectors_command,
     "verify": verify_command,
 }
@@ -385,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         UsageError,
         checkpoint.CheckpointError,
         verify.MalformedError,
+        plot.PlotError,
         DatasetError,
         BackendError,
         OSError,

@@ -63,7 +63,7 @@ class MLP:
 
     def forward(self, theta, t):
         chosen = self.indices[t]
-        activations = [self.images[chosen]]
+        activations = [self.images[chosen].reshape(len(chosen), -1)]
         for k in range(self.layers):
             z = activations[-1] @ theta[f"W{k}"] + theta[f"b{k}"]
             activations.append(z if k == self.layers - 1 else 1 / (1 + np.exp(-z)))

@@ -1,0 +1,109 @@
+"""Figures in the style of the paper's Figures 4 and 5: loss against optimizee step on a log
+scale, one line per optimizer with a shaded band of ± one standard error over the test
+problems; and the training curves of a run (meta-loss per epoch, validation loss).
+
+Needs matplotlib (the optional `plot` extra).
+"""
+
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as onp
+
+from l2l_ref.checkpoint import write_atomically
+
+COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
+           "NAG": "tab:purple"}  # fmt: skip
+
+
+class PlotError(ValueError):
+    """A results file that cannot be plotted, or no matplotlib."""
+
+
+def pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("plotting needs matplotlib: pip install 'l2l-ref[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_results(path: Path) -> dict:
+    """A results.json of `l2l-ref train` or `evaluate --json`, checked for what the plots read."""
+    try:
+        document = json.loads(Path(path).read_text())
+        for entry in document["results"].values():
+            if len(entry["mean_loss"]) != len(entry["stderr_loss"]):
+                raise ValueError("mean and standard error curves differ in length")
+        if not isinstance(document["problem"]["name"], str) or "settings" not in document:
+            raise ValueError("no problem name or settings")
+    except FileNotFoundError:
+        raise PlotError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PlotError(f"{path}: not a results file of l2l-ref ({error!r})") from None
+    return document
+
+
+def title(document: dict) -> str:
+    """Problem, its main settings, and preset: e.g. 'mnist, hidden [20], sigmoid, paper'."""
+    problem, settings = document["problem"]["name"], document["problem"]["settings"]
+    shown = [f"{k} {v}" for k, v in settings.items() if k in ("hidden", "classes", "distribution")]
+    shown += [settings["activation"]] if "activation" in settings else []
+    return ", ".join([problem, *shown, f"preset {document['preset']}"])
+
+
+def save(figure, out: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    write_atomically(Path(out), buffer.getvalue())
+
+
+def plot_losses(documents: list[dict], out: Path) -> None:
+    """One panel per results file: mean loss per step with ± 1 s.e. bands, log scale."""
+    plt = pyplot()
+    size = (4.6 * len(documents), 3.8)
+    figure, axes = plt.subplots(1, len(documents), figsize=size, squeeze=False)
+    for axis, document in zip(axes[0], documents, strict=True):
+        for name, entry in document["results"].items():
+            # null (a non-finite loss in the JSON) becomes NaN, a gap in the line
+            mean = onp.array(entry["mean_loss"], dtype=float)
+            stderr = onp.array(entry["stderr_loss"], dtype=float)
+            steps = onp.arange(len(mean))
+            colour = COLOURS.get(name)
+            label = name if name == "LSTM" else f"{name} (lr {entry['learning_rate']:g})"
+            axis.plot(steps, mean, color=colour, lw=2.0 if name == "LSTM" else 1.2, label=label)
+            low = onp.maximum(mean - stderr, mean * 1e-3)  # the band stays on the log scale
+            axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)
+        axis.set_yscale("log")
+        axis.set_xlabel("optimizee step")
+        axis.set_ylabel("loss (mean over test problems)")
+        axis.set_title(title(document), fontsize=10)
+        axis.legend(fontsize=8)
+        caption = "\n".join(textwrap.wrap(document["settings"], 70))
+        axis.text(0.0, -0.22, caption, transform=axis.transAxes, fontsize=6.5, va="top")
+    save(figure, out)
+    plt.close(figure)
+
+
+def plot_training(documents: list[dict], out: Path) -> None:
+    """Meta-loss per epoch and validation loss (mean final loss on the validation problems)."""
+    plt = pyplot()
+    figure, (meta, validation) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    for document in documents:
+        if "training" not in document:
+            raise PlotError(f"{title(document)}: no training curves (an evaluate result?)")
+        curves, label = document["training"], title(document)
+        epochs = onp.arange(1, len(curves["meta_loss"]) + 1)
+        meta.plot(epochs, onp.array(curves["meta_loss"], dtype=float), lw=0.8, label=label)
+        epochs, losses = zip(*curves["validation"], strict=True)
+        validation.plot(epochs, losses, marker="o", ms=3, label=label)
+    meta.set(yscale="log", xlabel="epoch", ylabel="mean meta-loss of the epoch's unrolls")
+    validation.set(yscale="log", xlabel="epoch", ylabel="mean final validation loss")
+    validation.legend(fontsize=8)
+    save(figure, out)
+    plt.close(figure)
