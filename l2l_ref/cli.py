@@ -368,6 +368,8 @@ def evaluate_command(args) -> int:
                 "settings": line,
                 "checkpoint": str(args.checkpoint),
                 "preset": header["preset"],
+                "train": header["train"],
+                "best_epoch": header.get("best_epoch"),
                 "problem": {"name": problem.name, "settings": problem.settings},
                 "optimizer": dataclasses.asdict(opt_config),
                 "steps": steps,
@@ -382,7 +384,7 @@ def evaluate_command(args) -> int:
 
 
 def plot_command(args) -> int:
-    documents = [plot.load_results(path) for path in args.results]
+    documents = [plot.load_results(path, args.training) for path in args.results]
     (plot.plot_training if args.training else plot.plot_losses)(documents, args.out)
     print(args.out)
     return 0

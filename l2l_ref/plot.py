@@ -33,11 +33,16 @@ def pyplot():
     return plt
 
 
-def load_results(path: Path) -> dict:
-    """A results.json of `l2l-ref train` or `evaluate --json`, checked for what the plots read."""
+def load_results(path: Path, training: bool = False) -> dict:
+    """A results.json of `l2l-ref train` or `evaluate --json`, checked for what the plots read:
+    the loss curves, or with `training` the meta-loss and validation curves."""
     try:
         document = json.loads(Path(path).read_text())
-        for entry in document["results"].values():
+        if training and not (
+            document["training"]["meta_loss"] and document["training"]["validation"]
+        ):
+            raise ValueError("empty training curves")
+        for entry in [] if training else document["results"].values():
             if len(entry["mean_loss"]) != len(entry["stderr_loss"]):
                 raise ValueError("mean and standard error curves differ in length")
         if not isinstance(document["problem"]["name"], str) or "settings" not in document:
@@ -54,7 +59,11 @@ def title(document: dict) -> str:
     problem, settings = document["problem"]["name"], document["problem"]["settings"]
     shown = [f"{k} {v}" for k, v in settings.items() if k in ("hidden", "classes", "distribution")]
     shown += [settings["activation"]] if "activation" in settings else []
-    return ", ".join([problem, *shown, f"preset {document['preset']}"])
+    shown.append(f"preset {document['preset']}")
+    if "train" in document:  # how the optimizer was meta-trained
+        train = document["train"]
+        shown.append(f"\n{train['epochs']} epochs, meta-lr {train['meta_lr']:g}")
+    return ", ".join([problem, *shown])
 
 
 def save(figure, out: Path) -> None:
@@ -95,8 +104,6 @@ def plot_training(documents: list[dict], out: Path) -> None:
     plt = pyplot()
     figure, (meta, validation) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for document in documents:
-        if "training" not in document:
-            raise PlotError(f"{title(document)}: no training curves (an evaluate result?)")
         curves, label = document["training"], title(document)
         epochs = onp.arange(1, len(curves["meta_loss"]) + 1)
         meta.plot(epochs, onp.array(curves["meta_loss"], dtype=float), lw=0.8, label=label)
