@@ -213,6 +213,14 @@ def free_folder(base: Path) -> Path:
     return folder
 
 
+def compare(args, problem, phi, groups, opt_config, steps, to_device, to_host) -> dict:
+    """The learned optimizer against the tuned baselines, as the command's options ask."""
+    return evaluate(
+        problem, phi, groups, opt_config, steps, args.test_problems, args.validation_problems,
+        args.seed, to_device, to_host, grid=args.learning_rates,
+    )  # fmt: skip
+
+
 def train_command(args) -> int:
     overrides = optimizee_overrides(args, args.problem)
     try:
@@ -296,18 +304,8 @@ def train_command(args) -> int:
     )
 
     phi = tree_map(to_device, checkpoint.load(path)[0])
-    results = evaluate(
-        problem,
-        phi,
-        result.groups,
-        opt_config,
-        config.steps,
-        args.test_problems,
-        args.validation_problems,
-        args.seed,
-        to_device,
-        to_host,
-        grid=args.learning_rates,
+    results = compare(
+        args, problem, phi, result.groups, opt_config, config.steps, to_device, to_host
     )
     document = {
         "settings": header,
@@ -347,19 +345,7 @@ def evaluate_command(args) -> int:
         raise checkpoint.CheckpointError(
             f"{args.checkpoint}: networks {sorted(phi)} do not serve {problem.name}'s groups"
         )
-    results = evaluate(
-        problem,
-        phi,
-        groups,
-        opt_config,
-        steps,
-        args.test_problems,
-        args.validation_problems,
-        args.seed,
-        to_device,
-        to_host,
-        grid=args.learning_rates,
-    )
+    results = compare(args, problem, phi, groups, opt_config, steps, to_device, to_host)
     line = settings_line(problem, header["preset"], steps, args)
     if args.json:
         write_json(
