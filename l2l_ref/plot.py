@@ -68,7 +68,7 @@ def title(document: dict) -> str:
 
 def save(figure, out: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     write_atomically(Path(out), buffer.getvalue())
 
 

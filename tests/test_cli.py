@@ -208,3 +208,13 @@ def test_train_and_evaluate_on_the_stand_in_match_numpy(trained, tmp_path, stand
         sizes = ["--validation-problems", "2", "--test-problems", "3"]
         assert main([*args, *sizes, "--json", str(path)]) == 0
         assert json.loads(path.read_text())["results"] == on_numpy["results"]
+
+
+@pytest.mark.slow
+def test_plot_draws_loss_and_training_curves(trained, tmp_path):
+    out, _ = trained
+    for extra, name in (([], "losses.png"), (["--training"], "training.png")):
+        figure = tmp_path / name
+        result = l2l("plot", out / "results.json", "-o", figure, *extra)
+        assert result.returncode == 0, result.stderr
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
