@@ -75,7 +75,7 @@ def save(figure, out: Path) -> None:
 def plot_losses(documents: list[dict], out: Path) -> None:
     """One panel per results file: mean loss per step with ± 1 s.e. bands, log scale."""
     plt = pyplot()
-    size = (4.6 * len(documents), 3.8)
+    size = (5.2 * len(documents), 4.0)
     figure, axes = plt.subplots(1, len(documents), figsize=size, squeeze=False)
     for axis, document in zip(axes[0], documents, strict=True):
         for name, entry in document["results"].items():
@@ -89,12 +89,16 @@ def plot_losses(documents: list[dict], out: Path) -> None:
             low = onp.maximum(mean - stderr, mean * 1e-3)  # the band stays on the log scale
             axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)
         axis.set_yscale("log")
+        axis.yaxis.set_major_formatter("{x:g}")
+        axis.yaxis.set_minor_formatter("{x:g}")
+        axis.tick_params(axis="y", which="minor", labelsize=7)
         axis.set_xlabel("optimizee step")
         axis.set_ylabel("loss (mean over test problems)")
         axis.set_title(title(document), fontsize=10)
         axis.legend(fontsize=8)
         caption = "\n".join(textwrap.wrap(document["settings"], 70))
         axis.text(0.0, -0.22, caption, transform=axis.transAxes, fontsize=6.5, va="top")
+    figure.tight_layout()
     save(figure, out)
     plt.close(figure)
 
