@@ -202,3 +202,36 @@ def test_replaced_rules_give_numpy_what_the_originals_give(tmp_path):
     for key, expected in results["original"].items():
         assert results["replaced"][key].dtype == expected.dtype, key
         assert np.array_equal(results["replaced"][key], expected), key
+
+
+def test_image_problems_agree_with_numpy_on_the_stand_in():
+    """One meta-step on the MLP and on the conv net (slicing, padding, pooling, batch norm,
+    two optimizer networks): bit-identical on the stand-in and on NumPy."""
+    from l2l_ref.lstm import OptimizerConfig
+    from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, train_epoch
+    from l2l_ref.problems import conv_net, mlp
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 3
+    images = rng.random((12, 6, 6, 2))
+    config = OptimizerConfig(layers=(3,), preprocessing="appendix_a", preprocessing_param=10.0)
+    train = TrainConfig(epochs=1, steps=4, unroll=2)
+    for problem in (
+        mlp({"train": (images, labels)}, hidden=(4,), batch=5),
+        conv_net({"train": (images, labels)}, channels=(2, 3), kernel=3, fc=4, batch=5),
+    ):
+        outcome = []
+        for backend in (numpy_backend, strict_array):
+            to_device = lambda a, b=backend: b.asarray(a, "float64")  # noqa: E731
+            instance = problem.sample(np.random.default_rng(1), to_device)
+            groups = assign_networks(instance.theta0, problem, config)
+            phi = init_phi(np.random.default_rng(2), groups, config, to_device)
+            phi, _, losses, theta = train_epoch(
+                phi, adam_init(phi), instance, groups, config, train, backend.to_host
+            )
+            host = {k: backend.to_host(v) for k, v in flatten({"phi": phi, "theta": theta}).items()}
+            outcome.append((losses, host))
+        (expected_losses, expected), (losses, found) = outcome
+        assert losses == expected_losses, problem.name
+        for key, value in expected.items():
+            assert np.array_equal(found[key], value), (problem.name, key)
