@@ -122,37 +122,53 @@ def mlp(
     act = ACTIVATIONS[activation]
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
-        images, labels = splits[split]
-        if not 1 <= batch <= len(images):
-            raise ValueError(f"minibatch of {batch} from {len(images)} {split} images")
         theta0 = {}
         for k, (n_in, n_out) in enumerate(pairwise(sizes)):
             theta0[f"W{k}"] = to_device(init_std * rng.standard_normal((n_in, n_out)))
             theta0[f"b{k}"] = to_device(init_std * rng.standard_normal(n_out))
-        batch_seed = int(rng.integers(2**63))
-
-        def indices(t: int) -> onp.ndarray:
-            return onp.random.default_rng([batch_seed, t]).choice(len(images), batch, replace=False)
-
-        @lru_cache(maxsize=2)  # f(θ_t) and ∇_t read the same minibatch
-        def minibatch(t: int) -> tuple:
-            chosen = indices(t)
-            onehot = onp.eye(classes)[labels[chosen]]
-            return to_device(images[chosen].reshape(batch, -1)), to_device(onehot)
+        minibatch, data = minibatches(rng, splits, split, classes, batch, to_device)
 
         def loss(theta: dict, t: int):
-            x, y = minibatch(t)
+            images, y = minibatch(t)
+            x = np.reshape(images, (batch, -1))
             for k in range(len(sizes) - 1):
                 x = x @ theta[f"W{k}"] + theta[f"b{k}"]
                 if k < len(sizes) - 2:
                     x = act(x)
             return cross_entropy(x, y)
 
-        data = {"images": images, "labels": labels, "batch_seed": batch_seed, "indices": indices}
         return Instance(theta0, loss, data)
 
     base = {"hidden": list(hidden), "activation": activation, "batch": batch}
     return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample)
+
+
+def minibatches(
+    rng: onp.random.Generator, splits: dict, split: str, classes: int, batch: int, to_device
+) -> tuple:
+    """The minibatches of one instance on the images of `split`: minibatch(t) gives the images
+    and one-hot labels of step t, `batch` distinct images drawn from a generator seeded by
+    (the instance's seed, t), so f(θ_t) and ∇_t read the same ones whatever the order of calls.
+    Also returns the host data that define them (Instance.data)."""
+    images, labels = splits[split]
+    if not 1 <= batch <= len(images):
+        raise ValueError(f"minibatch of {batch} from {len(images)} {split} images")
+    batch_seed = int(rng.integers(2**63))
+
+    def indices(t: int) -> onp.ndarray:
+        return onp.random.default_rng([batch_seed, t]).choice(len(images), batch, replace=False)
+
+    @lru_cache(maxsize=2)  # f(θ_t) and ∇_t read the same minibatch
+    def minibatch(t: int) -> tuple:
+        chosen = indices(t)
+        return to_device(images[chosen]), to_device(onp.eye(classes)[labels[chosen]])
+
+    return minibatch, {
+        "images": images,
+        "labels": labels,
+        "batch_seed": batch_seed,
+        "indices": indices,
+    }
 
 
 def cross_entropy(logits, onehot):
@@ -236,22 +252,11 @@ def conv_net(
         shapes[f"conv{k}_offset"] = (c_out,)
     shapes |= {"fc_W": (height * width * channels[-1], fc), "fc_b": (fc,), "fc_offset": (fc,)}
     shapes |= {"out_W": (fc, classes), "out_b": (classes,)}
-    groups = {
-        name: "conv" if name.startswith("conv") and name.endswith("_W") else "fc" for name in shapes
-    }
+    groups = {t: "conv" if t.startswith("conv") and t.endswith("_W") else "fc" for t in shapes}
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
-        images, labels = splits[split]
         theta0 = {k: to_device(init_std * rng.standard_normal(s)) for k, s in shapes.items()}
-        batch_seed = int(rng.integers(2**63))
-
-        def indices(t: int) -> onp.ndarray:
-            return onp.random.default_rng([batch_seed, t]).choice(len(images), batch, replace=False)
-
-        @lru_cache(maxsize=2)
-        def minibatch(t: int) -> tuple:
-            chosen = indices(t)
-            return to_device(images[chosen]), to_device(onp.eye(classes)[labels[chosen]])
+        minibatch, data = minibatches(rng, splits, split, classes, batch, to_device)
 
         def loss(theta: dict, t: int):
             x, y = minibatch(t)
@@ -262,7 +267,6 @@ def conv_net(
             x = relu(batch_norm(x, theta["fc_offset"]))
             return cross_entropy(x @ theta["out_W"] + theta["out_b"], y)
 
-        data = {"images": images, "labels": labels, "batch_seed": batch_seed, "indices": indices}
         return Instance(theta0, loss, data)
 
     base = {"channels": list(channels), "kernel": kernel, "fc": fc, "batch": batch}

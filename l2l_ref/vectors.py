@@ -173,6 +173,9 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
     stages: dict[str, list] = {"loss": [instance.loss(instance.theta0, 0)]}
     stages.update({f"theta/{k}": [v] for k, v in instance.theta0.items()})
 
+    def add(key, value):
+        stages.setdefault(key, []).append(value)
+
     def record(t, grads, updates, hidden, theta, loss):
         for name, grad in grads.items():
             add(f"grad/{name}", grad)
@@ -187,10 +190,7 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
             add(f"theta/{name}", theta[name])
         add("loss", loss)
 
-    def add(key, value):
-        stages.setdefault(key, []).append(value)
-
-    theta, hidden, adam = instance.theta0, start_hidden(instance.theta0, case.optimizer), None
+    theta, hidden = instance.theta0, start_hidden(instance.theta0, case.optimizer)
     adam = adam_init(phi)
     for k in range(case.unrolls):
         phi_grad, L, theta, hidden = meta_gradient(
