@@ -69,7 +69,15 @@ MLP = (
     "f(θ, t) = mean over the minibatch indices[t] of −log softmax(logits)[label]; "
     "logits = act(… act(images W0 + b0) …) W_L + b_L, act only between layers"
 )
-PAPER = OptimizerConfig()
+
+
+def plain(**settings) -> OptimizerConfig:
+    """The optimizer of a case. The vectors hold the definition's values: the plain traced cell
+    and the traced meta-gradient, never the fused versions (whose rounding may change)."""
+    return OptimizerConfig(cell="plain", **settings)
+
+
+PAPER = plain()
 PAPER_WEIGHTS = (0.0,) + (1.0,) * 5  # Σ_{t=1..T} f, T = 5
 SMALL_QUADRATIC = quadratic(dims=10, batch=2)
 IMAGES, LABELS = _tiny_images()
@@ -81,7 +89,7 @@ CASES = (
         "the update rule θ + g, the meta-loss sum, Torch7's Adam, truncation; "
         "loss[10] = f(x_5) of the second unroll = 0.7325326 (Torch, float32: 0.7325327)",
         simple(),
-        OptimizerConfig(layers=(), init="zeros"),
+        plain(layers=(), init="zeros"),
         (1.0,) * 6,
         meta_lr=0.01,
         problem_formula="f(θ) = x², θ = {x: ()}",
@@ -101,7 +109,7 @@ CASES = (
         "quadratic-paper with the exact second derivatives (∂∇_t/∂φ kept)",
         "Hessian-vector products of f in the meta-gradient; forward stages equal quadratic-paper's",
         SMALL_QUADRATIC,
-        OptimizerConfig(cell="plain"),
+        PAPER,
         PAPER_WEIGHTS,
         unrolls=1,  # so that a first-order implementation can check every forward stage
         second_order=True,
@@ -131,7 +139,7 @@ CASES = (
         "MLP 8-5-3 sigmoid, minibatches of 4; Appendix A preprocessing p = 10, output scale 0.1",
         "p = 5 for 10, e^p wrong, log 0, the small-gradient branch, output scale forgotten",
         mlp({"train": (IMAGES, LABELS)}, hidden=(5,), batch=4, name="tiny-mlp"),
-        OptimizerConfig(preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1),
+        plain(preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1),
         PAPER_WEIGHTS,
         problem_formula=MLP,
     ),
@@ -141,7 +149,7 @@ CASES = (
         "Σ_{t=0..T} f, meta-Adam lr 0.001",
         "the released preprocessing (ε inside the log, clipping), f(θ_0) in the meta-loss value",
         quadratic(dims=10, batch=2, distribution="uniform"),
-        OptimizerConfig(preprocessing="log_and_sign", preprocessing_param=5.0),
+        plain(preprocessing="log_and_sign", preprocessing_param=5.0),
         (1.0,) * 6,
         meta_lr=0.001,
         problem_formula=QUADRATIC,

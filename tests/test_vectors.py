@@ -16,7 +16,7 @@ import pytest
 
 from l2l_ref import vectors
 from l2l_ref.cli import main
-from l2l_ref.verify import RTOL, verify
+from l2l_ref.verify import RTOL, compare_case, verify
 from tests.vectors_candidate import BUGS, write_candidate
 
 COMMITTED = Path(__file__).parent.parent / "vectors"
@@ -28,8 +28,11 @@ def load(path: Path) -> dict:
 
 
 def test_committed_vectors_are_fresh(tmp_path):
-    """Re-exported now, the vectors equal the committed ones: same manifest, same arrays (to
-    1e-12 relative, room only for another BLAS's summation order)."""
+    """Re-exported now, the vectors equal the committed ones: same manifest, same arrays, every
+    stage within 1e-8 of its largest entry. Not tighter: in several-tensors the head bias's
+    meta-gradient is exactly 0 (softmax gradients sum to 0 over classes) and computes as
+    round-off, ~1e-15, which meta-Adam's first step turns into lr·g/ε ~ 1e-9 in φ; another
+    BLAS's summation order moves it, and θ after it, by that much."""
     assert main(["vectors", "export", "--out", str(tmp_path)]) == 0
     manifest = json.loads((COMMITTED / "manifest.json").read_text())
     assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
@@ -38,7 +41,10 @@ def test_committed_vectors_are_fresh(tmp_path):
         assert committed.keys() == fresh.keys(), entry["name"]
         for key, value in committed.items():
             assert fresh[key].dtype == value.dtype and fresh[key].shape == value.shape, key
-            np.testing.assert_allclose(fresh[key], value, rtol=1e-12, atol=1e-300, err_msg=key)
+            if key.startswith("input/"):
+                assert np.array_equal(fresh[key], value), key
+        for check in compare_case(committed, fresh, entry, rtol=1e-8, atol=0.0):
+            assert check.ok, (entry["name"], check)
 
 
 def test_torch_case_gives_the_published_numbers():
