@@ -11,12 +11,15 @@ where row block [:n_in] of W multiplies the layer input x and [n_in:] the previo
 """
 
 from dataclasses import dataclass
+from functools import reduce
+from operator import add
 
 import autograd.numpy as np
 import numpy as onp
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
+from l2l_ref.blocks import row_blocks, run_blocks
 from l2l_ref.preprocessing import PREPROCESSORS
 
 FORGET_BIAS = 1.0
@@ -31,7 +34,9 @@ class OptimizerConfig:
     preprocessing_param: float = 0.0  # p of Appendix A, k of LogAndSign
     output_scale: float = 1.0
     init: str = "released"  # "released" (truncated normal) or "zeros"
-    cell: str = "fused"  # "plain": lstm_cell, traced op by op; "fused": fused_lstm_cell
+    # "plain": lstm_cell, traced op by op; "fused": fused_lstm_cell, and training's first-order
+    # meta-gradients by l2l_ref.fused's hand-written backward pass
+    cell: str = "fused"
     share_networks: bool = False  # one network for all parameter groups
 
     def __post_init__(self):
@@ -111,52 +116,109 @@ def lstm_cell(layer: dict, x, state: tuple) -> tuple:
     return h, (h, c)
 
 
-@primitive
-def fused_lstm_cell_values(W, b, x, h, c):
-    """lstm_cell's equations as one autograd primitive (no tracing inside).
+def cell_forward(W, b, x, h, c) -> tuple:
+    """lstm_cell's equations on raw arrays (no tracing), worked through in row blocks
+    (l2l_ref.blocks).
 
-    Returns h', c' and the gate activations [σ(i), tanh(j), σ(f + 1), σ(o), tanh(c')],
-    stacked as (n, 5H), which the hand-written backward pass below reads.
+    Returns h', c', the gates (n, 4H) [σ(i), tanh(j), σ(f + 1), σ(o)] and tanh(c') (n, H),
+    which cell_backward reads.
+    """
+    H = h.shape[1]
+    # σ(z) = (tanh(z/2) + 1)/2: halving the sigmoid gates' columns of W and b (exact) lets one
+    # tanh serve all four gates
+    W_half, b_half = W.copy(), b.copy()
+    b_half[2 * H : 3 * H] += FORGET_BIAS
+    for block in (slice(0, H), slice(2 * H, 4 * H)):
+        W_half[:, block] *= 0.5
+        b_half[block] *= 0.5
+    gates = onp.empty_like(x, shape=(x.shape[0], 4 * H))
+    h_new, c_new, tanh_c = (onp.empty_like(c) for _ in range(3))
+
+    def forward(rows):
+        z = gates[rows]
+        # one product with [x, h]: a product with few columns (x) costs as much as a wide one
+        onp.matmul(onp.concatenate([x[rows], h[rows]], axis=1), W_half, out=z)
+        z += b_half
+        onp.tanh(z, out=z)
+        for block in (slice(0, H), slice(2 * H, 4 * H)):
+            z[:, block] *= 0.5
+            z[:, block] += 0.5
+        i, j, f, o = (z[:, k * H : (k + 1) * H] for k in range(4))
+        onp.multiply(f, c[rows], out=c_new[rows])
+        c_new[rows] += i * j
+        onp.tanh(c_new[rows], out=tanh_c[rows])
+        onp.multiply(o, tanh_c[rows], out=h_new[rows])
+
+    run_blocks(forward, row_blocks(x, 4 * H * gates.dtype.itemsize))
+    return h_new, c_new, gates, tanh_c
+
+
+def cell_backward(W, x, h, c, gates, tanh_c, grad_h, grad_c, wanted: set) -> dict:
+    """The cell's backward pass, derived by hand from lstm_cell's equations, in row blocks.
+
+    From ∂L/∂h' and ∂L/∂c' gives the gradients named in `wanted` among "W", "b", "x", "h",
+    "c" (the last three: ∂L/∂ of the cell's inputs x, h and c).
     """
     n_in, H = x.shape[1], h.shape[1]
-    z = x @ W[:n_in] + h @ W[n_in:] + b
-    i = 0.5 * (onp.tanh(0.5 * z[:, :H]) + 1.0)
-    j = onp.tanh(z[:, H : 2 * H])
-    f = 0.5 * (onp.tanh(0.5 * (z[:, 2 * H : 3 * H] + FORGET_BIAS)) + 1.0)
-    o = 0.5 * (onp.tanh(0.5 * z[:, 3 * H :]) + 1.0)
-    c_new = f * c + i * j
-    tanh_c = onp.tanh(c_new)
-    return o * tanh_c, c_new, onp.concatenate([i, j, f, o, tanh_c], axis=1)
+    inputs = {"x": x, "h": h, "c": c}
+    grads = {name: onp.empty_like(value) for name, value in inputs.items() if name in wanted}
+
+    def backward(rows):
+        i, j, f, o = (gates[rows, k * H : (k + 1) * H] for k in range(4))
+        tc, gh = tanh_c[rows], grad_h[rows]
+        # ∂L/∂c' through h' = σ(o) tanh(c'), plus what reaches c' from the next step
+        gc = tc * tc
+        onp.subtract(1.0, gc, out=gc)
+        gc *= o
+        gc *= gh
+        gc += grad_c[rows]
+        # ∂L/∂z = ∂L/∂gate ⊙ gate'(z): σ' = σ − σ², tanh' = 1 − tanh²
+        grad_z = gates[rows] * gates[rows]
+        onp.subtract(i, grad_z[:, :H], out=grad_z[:, :H])
+        onp.subtract(1.0, grad_z[:, H : 2 * H], out=grad_z[:, H : 2 * H])
+        onp.subtract(gates[rows, 2 * H :], grad_z[:, 2 * H :], out=grad_z[:, 2 * H :])
+        grad_z[:, :H] *= gc * j
+        grad_z[:, H : 2 * H] *= gc * i
+        grad_z[:, 2 * H : 3 * H] *= gc * c[rows]
+        grad_z[:, 3 * H :] *= gh * tc
+        if "x" in grads:
+            grad_xh = grad_z @ W.T
+            grads["x"][rows] = grad_xh[:, :n_in]
+            if "h" in grads:
+                grads["h"][rows] = grad_xh[:, n_in:]
+        elif "h" in grads:
+            onp.matmul(grad_z, W[n_in:].T, out=grads["h"][rows])
+        if "c" in grads:
+            onp.multiply(gc, f, out=grads["c"][rows])
+        if "W" in wanted:
+            return onp.concatenate([x[rows], h[rows]], axis=1).T @ grad_z, grad_z.sum(axis=0)
+        return (grad_z.sum(axis=0),)
+
+    partial = run_blocks(backward, row_blocks(x, 4 * H * gates.dtype.itemsize))
+    # partial sums added in block order: the same result whatever ran the blocks
+    sums = [reduce(add, parts) for parts in zip(*partial, strict=True)]
+    grads["b"] = sums[-1]
+    if "W" in wanted:
+        grads["W"] = sums[0]
+    return grads
+
+
+fused_lstm_cell_values = primitive(cell_forward)
 
 
 def _fused_lstm_cell_vjp(argnums, ans, args, kwargs):
-    """Backward pass of the cell, derived by hand from lstm_cell's equations."""
     W, _, x, h, c = args
-    gates = ans[2]
-    n_in, H = x.shape[1], h.shape[1]
-    i, j, f, o, tanh_c = (gates[:, k * H : (k + 1) * H] for k in range(5))
+    names = [("W", "b", "x", "h", "c")[n] for n in argnums]
 
     def vjp(g):
-        grad_h, grad_c, _ = g
+        grad_h, grad_c = g[:2]
         if isbox(grad_h) or isbox(grad_c):
             raise NotImplementedError(
                 "fused_lstm_cell has first derivatives only; "
                 "use OptimizerConfig(cell='plain') for higher orders"
             )
-        grad_c = grad_c + grad_h * o * (1.0 - tanh_c**2)
-        grad_z = onp.concatenate(
-            [grad_c * j * i * (1.0 - i), grad_c * i * (1.0 - j**2),
-             grad_c * c * f * (1.0 - f), grad_h * tanh_c * o * (1.0 - o)],
-            axis=1,
-        )  # fmt: skip
-        grads = {
-            0: lambda: onp.concatenate([x.T @ grad_z, h.T @ grad_z], axis=0),
-            1: lambda: grad_z.sum(axis=0),
-            2: lambda: grad_z @ W[:n_in].T,
-            3: lambda: grad_z @ W[n_in:].T,
-            4: lambda: grad_c * f,
-        }
-        return [grads[n]() for n in argnums]
+        grads = cell_backward(W, x, h, c, *ans[2:], grad_h, grad_c, set(names))
+        return [grads[name] for name in names]
 
     return vjp
 
@@ -165,9 +227,9 @@ defvjp_argnums(fused_lstm_cell_values, _fused_lstm_cell_vjp)
 
 
 def fused_lstm_cell(layer: dict, x, state: tuple) -> tuple:
-    """lstm_cell computed as one primitive with a hand-written gradient: the same values (a
+    """lstm_cell computed by one primitive with a hand-written gradient: the same values (a
     test checks both against each other), a fraction of the autograd graph nodes."""
-    h, c, _ = fused_lstm_cell_values(layer["W"], layer["b"], x, *state)
+    h, c, _, _ = fused_lstm_cell_values(layer["W"], layer["b"], x, *state)
     return h, (h, c)
 
 
