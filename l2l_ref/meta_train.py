@@ -9,10 +9,12 @@ lowest mean final validation loss is kept.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as onp
 
 from l2l_ref.baselines import adam_init, adam_update
+from l2l_ref.fused import fused_meta_gradient
 from l2l_ref.lstm import OptimizerConfig, init_network, zero_hidden
 from l2l_ref.problems import Instance, Problem, ToDevice
 from l2l_ref.tree import tree_map
@@ -91,6 +93,15 @@ def start_hidden(theta: dict, config: OptimizerConfig) -> dict:
     return {name: zero_hidden(x, config) for name, x in theta.items()}
 
 
+def meta_gradient_function(opt_config: OptimizerConfig, second_order: bool) -> Callable:
+    """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
+    hand-written first-order backward pass (l2l_ref.fused) with the fused cell, else the
+    traced definition (unroll.meta_gradient)."""
+    if opt_config.cell == "fused" and not second_order:
+        return fused_meta_gradient
+    return partial(meta_gradient, second_order=second_order)
+
+
 def train_epoch(
     phi: dict,
     adam_state: dict,
@@ -107,19 +118,12 @@ def train_epoch(
     """
     theta, hidden = instance.theta0, start_hidden(instance.theta0, opt_config)
     weights, losses = config.unroll_weights(), []
+    gradient = meta_gradient_function(opt_config, config.second_order)
     # overflow is caught below, by the check of every unroll's meta-loss
     with onp.errstate(all="ignore"):
         for k in range(config.steps // config.unroll):
-            phi_grad, L, theta, hidden = meta_gradient(
-                phi,
-                theta,
-                hidden,
-                instance,
-                k * config.unroll,
-                weights,
-                groups,
-                opt_config,
-                config.second_order,
+            phi_grad, L, theta, hidden = gradient(
+                phi, theta, hidden, instance, k * config.unroll, weights, groups, opt_config
             )
             L = float(to_host(L))
             if not onp.isfinite(L):

@@ -9,6 +9,7 @@ against it the tolerance is tight rather than zero; those tests run only where a
 import dataclasses
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from backends import BackendError, get_backend
 from backends import numpy_backend as numpy_backend
 from l2l_ref.baselines import adam_init, adam_update
-from l2l_ref.meta_train import start_hidden
+from l2l_ref.meta_train import meta_gradient_function, start_hidden
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient
 from tests import strict_array
@@ -40,27 +41,32 @@ DEVICES = [
 ]
 
 
-def one_meta_step(backend, case, second_order):
-    """L, ∂L/∂φ and φ after one meta-Adam step, computed on `backend`, returned on the host."""
+def one_meta_step(backend, case, second_order, traced=True):
+    """L, ∂L/∂φ and φ after one meta-Adam step, computed on `backend`, returned on the host;
+    by the traced definition, or (traced=False) as training computes it: with the fused cell
+    and first order, by l2l_ref.fused's hand-written backward pass."""
     phi, groups, problem, config, weights = case
     to_device = lambda a: backend.asarray(a, "float64")  # noqa: E731
     phi = tree_map(to_device, phi)
     instance = problem.instance(to_device)
     hidden = start_hidden(instance.theta0, config)
-    grad, L, theta, _ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, weights, groups, config, second_order
+    gradient = (
+        partial(meta_gradient, second_order=second_order)
+        if traced
+        else meta_gradient_function(config, second_order)
     )
+    grad, L, theta, _ = gradient(phi, instance.theta0, hidden, instance, 0, weights, groups, config)
     stepped, _ = adam_update(phi, grad, adam_init(phi), 0.01)
     host = lambda tree: {k: backend.to_host(v) for k, v in flatten(tree).items()}  # noqa: E731
     return {"L": backend.to_host(L), **host({"grad": grad, "phi": stepped, "theta": theta})}
 
 
-def agree(backend, case, second_order):
+def agree(backend, case, second_order, traced=True):
     if second_order:  # the fused cell has first derivatives only
         phi, groups, problem, config, weights = case
         case = phi, groups, problem, dataclasses.replace(config, cell="plain"), weights
-    expected = one_meta_step(numpy_backend, case, second_order)
-    found = one_meta_step(backend, case, second_order)
+    expected = one_meta_step(numpy_backend, case, second_order, traced)
+    found = one_meta_step(backend, case, second_order, traced)
     assert expected.keys() == found.keys()
     for key in expected:
         if backend is strict_array:
@@ -72,9 +78,9 @@ def agree(backend, case, second_order):
 
 @pytest.mark.parametrize("backend", DEVICES)
 @settings(max_examples=60, deadline=None)
-@given(case=setups(), second_order=st.booleans())
-def test_meta_step_agrees_with_numpy(backend, case, second_order):
-    agree(backend, case, second_order)
+@given(case=setups(), second_order=st.booleans(), traced=st.booleans())
+def test_meta_step_agrees_with_numpy(backend, case, second_order, traced):
+    agree(backend, case, second_order, traced)
 
 
 def test_stand_in_refuses_what_cupy_refuses():

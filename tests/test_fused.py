@@ -1,0 +1,157 @@
+"""The fused versions against their definitions (issue 6).
+
+- lstm.cell_forward / cell_backward against lstm_cell traced by autograd, over many row blocks;
+- l2l_ref.fused's hand-written first-order meta-gradient against unroll.meta_gradient with the
+  plain traced cell, from a carried (non-zero) hidden state, with one block per tensor and with
+  every row its own block on the thread pool, on NumPy and on the CuPy stand-in;
+- row blocks: every row once, results independent of the threads that ran the blocks.
+"""
+
+import contextlib
+import dataclasses
+
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backends import numpy_backend
+from l2l_ref import blocks
+from l2l_ref.fused import fused_meta_gradient
+from l2l_ref.lstm import cell_backward, cell_forward, lstm_cell
+from l2l_ref.tree import flatten, tree_map
+from l2l_ref.unroll import meta_gradient
+from tests import strict_array
+from tests.strategies import setups
+
+
+@contextlib.contextmanager
+def block_bytes(size: int, threads: bool = True):
+    """Row blocks of about `size` bytes, run on the pool or (threads=False) in this thread."""
+    saved_size, saved_pool = blocks.BLOCK_BYTES, blocks._pool
+    blocks.BLOCK_BYTES = size
+    if not threads:
+        blocks._pool = lambda: None
+    try:
+        yield
+    finally:
+        blocks.BLOCK_BYTES, blocks._pool = saved_size, saved_pool
+
+
+def random_cell(rng, n, n_in, H, dtype):
+    draw = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    return draw(n_in + H, 4 * H) * 0.5, draw(4 * H) * 0.5, draw(n, n_in), draw(n, H), draw(n, H)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
+@pytest.mark.parametrize("n_in", [1, 2, 20])
+def test_cell_kernels_match_the_traced_cell_over_many_blocks(dtype, rtol, n_in):
+    rng = np.random.default_rng(n_in)
+    W, b, x, h, c = random_cell(rng, 2500, n_in, 20, dtype)
+    grad_h, grad_c = (rng.standard_normal((2500, 20)).astype(dtype) for _ in range(2))
+
+    def pairing(W, b, x, h, c):  # Σ ∂L/∂h' ⊙ h' + ∂L/∂c' ⊙ c': its gradient is the vjp
+        h_new, (_, c_new) = lstm_cell({"W": W, "b": b}, x, (h, c))
+        return anp.sum(h_new * grad_h) + anp.sum(c_new * grad_c)
+
+    h_expected, (_, c_expected) = lstm_cell({"W": W, "b": b}, x, (h, c))
+    expected = {name: grad(pairing, k)(W, b, x, h, c) for k, name in enumerate("Wbxhc")}
+    with block_bytes(4096):  # ~ 60 blocks, on the pool
+        h_new, c_new, gates, tanh_c = cell_forward(W, b, x, h, c)
+        found = cell_backward(W, x, h, c, gates, tanh_c, grad_h, grad_c, set("Wbxhc"))
+    np.testing.assert_allclose(h_new, h_expected, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(c_new, c_expected, rtol=rtol, atol=rtol)
+    for name, value in expected.items():
+        assert found[name].dtype == np.dtype(dtype), name
+        scale = np.abs(value).max()
+        np.testing.assert_allclose(found[name], value, rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+def test_results_do_not_depend_on_the_threads():
+    rng = np.random.default_rng(0)
+    W, b, x, h, c = random_cell(rng, 3000, 2, 20, "float64")
+    grad_h, grad_c = rng.standard_normal((3000, 20)), rng.standard_normal((3000, 20))
+    results = []
+    for threads in (True, False):
+        with block_bytes(8192, threads):
+            out = cell_forward(W, b, x, h, c)
+            results.append(
+                (*out, *cell_backward(W, x, h, c, *out[2:], grad_h, grad_c, set("Wbxhc")).values())
+            )
+    for pooled, inline in zip(*results, strict=True):
+        assert np.array_equal(pooled, inline)
+
+
+def test_row_blocks_cover_every_row_once_in_near_equal_blocks():
+    for n in (1, 7, 1000, 4097):
+        with block_bytes(640):
+            cuts = blocks.row_blocks(np.zeros((n, 3)), 64)
+        rows = np.concatenate([np.arange(n)[cut] for cut in cuts])
+        assert np.array_equal(rows, np.arange(n))
+        sizes = [cut.stop - cut.start for cut in cuts]
+        assert max(sizes) - min(sizes) <= 1 and max(sizes) <= 10
+    device = strict_array.asarray(np.zeros((4097, 3)), "float64")
+    assert blocks.row_blocks(device, 64) == [slice(0, 4097)]  # the GPU takes all rows at once
+
+
+def random_hidden(rng, theta, config, to_device):
+    return {
+        name: [
+            tuple(to_device(rng.standard_normal((np.size(x), H))) for _ in range(2))
+            for H in config.layers
+        ]
+        for name, x in theta.items()
+    }
+
+
+def both_gradients(case, t0, seed, backend):
+    """(fused, traced) meta-gradients of one unroll from step t0 and a random hidden state."""
+    phi, groups, problem, config, weights = case
+    to_device = lambda a: backend.asarray(a, "float64")  # noqa: E731
+    phi = tree_map(to_device, phi)
+    instance = problem.instance(to_device)
+    hidden = random_hidden(np.random.default_rng(seed), instance.theta0, config, to_device)
+    args = (phi, instance.theta0, hidden, instance, t0, weights, groups)
+    plain = dataclasses.replace(config, cell="plain")
+    return fused_meta_gradient(*args, config), meta_gradient(*args, plain)
+
+
+def host_values(result, backend) -> dict:
+    grad, L, theta, hidden = result
+    tree = {"grad": grad, "L": L, "theta": theta, "hidden": hidden}
+    return {k: backend.to_host(v) for k, v in flatten(tree).items()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=setups(),
+    t0=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1),
+    size=st.sampled_from([8, 200, 2**19]),  # every row a block, a few rows, one block
+    backend=st.sampled_from([numpy_backend, strict_array]),
+)
+def test_fused_meta_gradient_agrees_with_the_traced_definition(case, t0, seed, size, backend):
+    with block_bytes(size):
+        fused, traced = (host_values(r, backend) for r in both_gradients(case, t0, seed, backend))
+    assert fused.keys() == traced.keys()
+    for key, expected in traced.items():
+        scale = max(np.abs(expected).max(), 1e-300)
+        np.testing.assert_allclose(
+            fused[key], expected, rtol=1e-10, atol=1e-12 * scale, err_msg=key
+        )
+
+
+@settings(max_examples=10, deadline=None)
+@given(setups(max_unroll=3))
+def test_fused_meta_gradient_leaves_its_inputs_alone(case):
+    phi, groups, problem, config, weights = case
+    instance = problem.instance()
+    hidden = random_hidden(np.random.default_rng(0), instance.theta0, config, np.asarray)
+    before = {k: v.copy() for k, v in flatten((phi, instance.theta0, hidden)).items()}
+    fused_meta_gradient(phi, instance.theta0, hidden, instance, 0, weights, groups, config)
+    after = flatten((phi, instance.theta0, hidden))
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert np.array_equal(after[key], value), key
