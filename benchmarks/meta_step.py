@@ -2,65 +2,77 @@
 
 One meta-step = one truncated unroll of 20 optimizee steps with the 2×20 coordinatewise LSTM,
 its first-order backward pass and the Adam step on φ (l2l_ref.meta_train.train_epoch runs
-these). Optimizees: the quadratic (128 × 10 = 1,280 coordinates) and an MNIST-sized MLP
-(784-20-10 sigmoid, 15,910 coordinates, minibatch 128 of synthetic images).
+these). Optimizees, each with the paper preset's optimizer: the quadratic (128 × 10 = 1,280
+coordinates; no preprocessing) and the MNIST MLP (784-20-10 sigmoid, 15,910 coordinates,
+minibatch 128 of synthetic images; Appendix A preprocessing, output × 0.1).
 
     python benchmarks/meta_step.py [--repeats 5] [--dtypes float64,float32]
 
 Prints a table: median seconds per meta-step over the repeats (after one warm-up) and the
-peak memory that NumPy allocated during one meta-step (tracemalloc, a separate run).
+peak memory of one meta-step (see peak_memory).
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
-import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
 
-import autograd.numpy as np
 import numpy as onp
 
 from backends import get_backend
 from l2l_ref.baselines import adam_init
 from l2l_ref.lstm import OptimizerConfig
-from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, train_epoch
-from l2l_ref.problems import Instance, Problem, quadratic
+from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch
+from l2l_ref.presets import optimizer_for
+from l2l_ref.problems import Instance, Problem, mlp, quadratic
+
+HERE = Path(__file__).resolve().parent
 
 
 def synthetic_mlp(n_images: int = 2048, batch: int = 128) -> Problem:
-    """Cross-entropy of a 784-20-10 sigmoid MLP on random images and labels."""
-
-    def sample(rng, to_device):
-        images = rng.random((n_images, 784))
-        labels = rng.integers(0, 10, n_images)
-        order = onp.random.default_rng(rng.integers(2**32))
-        batches = [order.choice(n_images, batch, replace=False) for _ in range(101)]
-        onehots = [to_device(onp.eye(10)[labels[b]]) for b in batches]
-        inputs = [to_device(images[b]) for b in batches]
-        theta0 = {
-            "W1": to_device(0.01 * rng.standard_normal((784, 20))),
-            "b1": to_device(onp.zeros(20)),
-            "W2": to_device(0.01 * rng.standard_normal((20, 10))),
-            "b2": to_device(onp.zeros(10)),
-        }
-
-        def loss(theta, t):
-            hidden = 0.5 * (np.tanh(0.5 * (inputs[t] @ theta["W1"] + theta["b1"])) + 1.0)
-            logits = hidden @ theta["W2"] + theta["b2"]
-            shifted = logits - np.max(logits, axis=1, keepdims=True)
-            log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
-            return -np.mean(np.sum(onehots[t] * log_probs, axis=1))
-
-        return Instance(theta0, loss)
-
-    return Problem("mlp-synthetic", {"hidden": 20, "batch": batch}, sample)
+    """The MNIST problem's MLP (784-20-10 sigmoid) on random images and labels: the same
+    arithmetic as on MNIST, with no data files to fetch."""
+    rng = onp.random.default_rng(12345)
+    labels = onp.arange(n_images) % 10
+    images = rng.random((n_images, 28, 28)).astype(onp.float32)
+    return mlp({"train": (images, labels)}, batch=batch, name="mlp-synthetic")
 
 
-def one_meta_step(
-    problem: Problem, dtype: str, backend: str = "numpy", unroll: int = 20, seed: int = 0
-):
-    """A closure running one meta-step (an unroll, its backward pass, Adam) on a fixed φ."""
+# name -> (optimizee, the paper preset's optimizer for it)
+CASES = {
+    "quadratic": (lambda: quadratic(), optimizer_for("quadratic", "paper")),
+    "mlp": (synthetic_mlp, optimizer_for("mnist", "paper")),
+}
+
+
+@dataclass
+class Setup:
+    """Everything one meta-step reads: an instance, φ, its Adam state and the settings."""
+
+    instance: Instance
+    phi: dict
+    hidden: dict
+    groups: dict
+    config: OptimizerConfig
+    train: TrainConfig
+    backend: object
+
+
+def setup(
+    problem: Problem,
+    dtype: str,
+    backend: str = "numpy",
+    unroll: int = 20,
+    config: OptimizerConfig | None = None,
+    seed: int = 0,
+) -> Setup:
+    """One sampled instance and a freshly initialised φ on `backend`, in `dtype`."""
     backend = get_backend(backend)
 
     def to_device(a):
@@ -68,46 +80,96 @@ def one_meta_step(
 
     rng = onp.random.default_rng(seed)
     instance = problem.sample(rng, to_device)
-    config = OptimizerConfig()
-    train = TrainConfig(epochs=1, steps=unroll, unroll=unroll)
+    config = config or OptimizerConfig()
     groups = assign_networks(instance.theta0, problem, config)
     phi = init_phi(rng, groups, config, to_device)
-    state = adam_init(phi)
-    return lambda: train_epoch(phi, state, instance, groups, config, train, backend.to_host)
+    hidden = start_hidden(instance.theta0, config)
+    train = TrainConfig(epochs=1, steps=unroll, unroll=unroll)
+    return Setup(instance, phi, hidden, groups, config, train, backend)
 
 
-def measure(step, repeats: int) -> tuple[float, float]:
+def one_meta_step(
+    problem: Problem,
+    dtype: str,
+    backend: str = "numpy",
+    unroll: int = 20,
+    config: OptimizerConfig | None = None,
+):
+    """A closure running one meta-step (an unroll, its backward pass, Adam) on a fixed φ."""
+    s = setup(problem, dtype, backend, unroll, config)
+    state = adam_init(s.phi)
+    return lambda: train_epoch(
+        s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
+    )
+
+
+def median_seconds(step, repeats: int) -> float:
     step()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    tracemalloc.start()
+    return statistics.median(times)
+
+
+def peak_memory(script: str, *args: str, runs: int = 3) -> float:
+    """MiB that one meta-step adds at its peak to the resident memory of a fresh process.
+
+    `script` (a file in benchmarks/) run with `--peak-of ARGS...` builds the step, resets the
+    kernel's high-water mark of its resident size, runs the step once and prints the peak minus
+    the size before the step. Measured the same way for every implementation, whatever
+    allocator it uses; the median over `runs` processes.
+    """
+    command = [sys.executable, str(HERE / script), "--peak-of", *args]
+    results = [
+        subprocess.run(command, capture_output=True, text=True, check=True) for _ in range(runs)
+    ]
+    return statistics.median(float(r.stdout.strip().splitlines()[-1]) for r in results)
+
+
+def report_peak(step) -> None:
+    """The child's side of peak_memory: print MiB added at the peak by one call of step."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # Linux ≥ 4.0: the peak resident size restarts from the current size
+    baseline = _status_kib("VmRSS")
     step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return statistics.median(times), peak / 2**20
+    print(json.dumps((_status_kib("VmHWM") - baseline) / 1024))
 
 
-def main():
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def coordinates(problem: Problem) -> int:
+    theta0 = problem.sample(onp.random.default_rng(0), onp.asarray).theta0
+    return sum(onp.size(v) for v in theta0.values())
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtypes", default="float64,float32")
+    parser.add_argument("--peak-of", nargs=2, metavar=("CASE", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    cases = {"quadratic 128x10": quadratic(), "MLP 784-20-10": synthetic_mlp()}
+    if args.peak_of:
+        case, dtype = args.peak_of
+        make_problem, config = CASES[case]
+        return report_peak(one_meta_step(make_problem(), dtype, config=config))
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"numpy {onp.__version__}; median of {args.repeats} after a warm-up"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {onp.__version__}; "
+        f"median of {args.repeats} after a warm-up; paper preset, unroll 20, LSTM 2×20"
     )
-    print(f"{'optimizee':<18} {'coords':>7} {'dtype':>8} {'s/meta-step':>12} {'peak MiB':>9}")
-    for name, problem in cases.items():
-        theta0 = problem.sample(onp.random.default_rng(0), onp.asarray).theta0
-        coords = sum(onp.size(v) for v in theta0.values())
+    print(f"{'optimizee':<10} {'coords':>7} {'dtype':>8} {'s/meta-step':>12} {'peak MiB':>9}")
+    for case, (make_problem, config) in CASES.items():
+        problem = make_problem()
         for dtype in args.dtypes.split(","):
-            seconds, peak = measure(one_meta_step(problem, dtype), args.repeats)
-            print(f"{name:<18} {coords:>7} {dtype:>8} {seconds:>12.3f} {peak:>9.1f}")
+            seconds = median_seconds(one_meta_step(problem, dtype, config=config), args.repeats)
+            peak = peak_memory("meta_step.py", case, dtype)
+            print(f"{case:<10} {coordinates(problem):>7} {dtype:>8} {seconds:>12.3f} {peak:>9.1f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
