@@ -144,10 +144,15 @@ def build_parser() -> Parser:
     optimizee(evaluate_cmd)
 
     plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
-    plot_cmd.add_argument("results", type=Path, nargs="+", help="results.json files")
+    plot_cmd.add_argument("results", type=Path, nargs="*", help="results.json files")
     plot_cmd.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
     plot_cmd.add_argument(
         "--training", action="store_true", help="the meta-loss and validation curves instead"
+    )
+    plot_cmd.add_argument(
+        "--preprocessing",
+        action="store_true",
+        help="no results: what the input preprocessing does to gradients (Appendix A)",
     )
 
     vectors_cmd = commands.add_parser("vectors", help="the reference vectors")
@@ -370,6 +375,12 @@ def evaluate_command(args) -> int:
 
 
 def plot_command(args) -> int:
+    if args.preprocessing == bool(args.results):
+        raise UsageError("plot: give results files, or --preprocessing alone")
+    if args.preprocessing:
+        plot.plot_preprocessing(args.out)
+        print(args.out)
+        return 0
     documents = [plot.load_results(path, args.training) for path in args.results]
     (plot.plot_training if args.training else plot.plot_losses)(documents, args.out)
     print(args.out)

@@ -1,6 +1,7 @@
 """Figures in the style of the paper's Figures 4 and 5: loss against optimizee step on a log
 scale, one line per optimizer with a shaded band of ± one standard error over the test
-problems; and the training curves of a run (meta-loss per epoch, validation loss).
+problems; the training curves of a run (meta-loss per epoch, validation loss); and what the
+input preprocessing (Appendix A) does to gradients of every magnitude.
 
 Needs matplotlib (the optional `plot` extra).
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.checkpoint import write_atomically
+from l2l_ref.preprocessing import appendix_a, log_and_sign
 
 COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
            "NAG": "tab:purple"}  # fmt: skip
@@ -67,6 +69,7 @@ def title(document: dict) -> str:
 
 
 def save(figure, out: Path) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     write_atomically(Path(out), buffer.getvalue())
@@ -116,5 +119,34 @@ def plot_training(documents: list[dict], out: Path) -> None:
     meta.set(yscale="log", xlabel="epoch", ylabel="mean meta-loss of the epoch's unrolls")
     validation.set(yscale="log", xlabel="epoch", ylabel="mean final validation loss")
     validation.legend(fontsize=8)
+    save(figure, out)
+    plt.close(figure)
+
+
+def plot_preprocessing(out: Path) -> None:
+    """The LSTM's two inputs for gradients ±10^-12 … ±10^4: Appendix A (p = 10, the paper's)
+    and LogAndSign (k = 5, the released code's). Without preprocessing the LSTM would see ∇
+    itself, sixteen orders of magnitude apart; with it both inputs lie in a bounded range."""
+    plt = pyplot()
+    magnitude = onp.logspace(-12, 4, 801)
+    figure, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    maps = {"Appendix A, p = 10 (paper)": (appendix_a, 10.0, "tab:red"),
+            "LogAndSign, k = 5 (released code)": (log_and_sign, 5.0, "tab:blue")}  # fmt: skip
+    for label, (preprocess, param, colour) in maps.items():
+        for sign, style in ((1.0, "-"), (-1.0, ":")):
+            inputs = preprocess((sign * magnitude)[:, None], param)
+            name = f"{label}, ∇ {'> 0' if sign > 0 else '< 0'}"
+            axes[0].plot(magnitude, inputs[:, 0], style, color=colour, label=name)
+            axes[1].plot(magnitude, inputs[:, 1], style, color=colour, label=name)
+        threshold = onp.exp(-param)
+        for axis in axes:
+            axis.axvline(threshold, color=colour, lw=0.6, alpha=0.5)
+    axes[0].set(xscale="log", xlabel="|∇|", ylabel="first input", title="magnitude part")
+    axes[1].set(xscale="log", xlabel="|∇|", ylabel="second input", title="sign part")
+    axes[1].legend(fontsize=7, loc="center right")
+    figure.suptitle(
+        "LSTM inputs per coordinate (thin lines: the branch points e^-p, e^-k)", fontsize=9
+    )
+    figure.tight_layout()
     save(figure, out)
     plt.close(figure)
