@@ -1,0 +1,100 @@
+"""docs/walkthrough.md cannot go stale (issue 7): every code block on it is run here.
+
+- A python block whose first line is a comment naming a file (`# l2l_ref/unroll.py`) quotes
+  the source: its other lines must appear, word for word and in one piece, in that file.
+- Every other python block runs, in order, in one namespace, in a scratch folder; a text block
+  right after it must be exactly what it printed.
+- Every line of a sh block runs in the same scratch folder and must succeed. `l2l-ref train`
+  and `evaluate` get small sizes appended (SMALL); `l2l-ref verify` gets a candidate written
+  by the autograd-free second implementation (tests/vectors_candidate.py).
+- The figures the page shows are the ones its commands write, and are committed.
+"""
+
+import contextlib
+import io
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.vectors_candidate import write_candidate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "walkthrough.md"
+FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+QUOTE = re.compile(r"# ((?:l2l_ref|backends)/[\w/]+\.py)\n")
+SMALL = {
+    "train": ["--epochs", "2", "--eval-every", "1", "--validation-problems", "2"],
+    "evaluate": ["--validation-problems", "2"],
+}
+SMALL_COMPARISON = ["--test-problems", "2", "--learning-rates", "0.1,1"]
+
+
+def blocks() -> list[tuple[str, str]]:
+    return FENCE.findall(PAGE.read_text())
+
+
+def test_quoted_source_is_the_source():
+    quotes = [(QUOTE.match(code), code) for lang, code in blocks() if lang == "python"]
+    quotes = [(match, code) for match, code in quotes if match]
+    assert len(quotes) >= 8
+    for match, code in quotes:
+        source = (ROOT / match.group(1)).read_text()
+        assert code[match.end() :] in source, f"not in {match.group(1)}:\n{code}"
+
+
+def command(line: str) -> list[str]:
+    words = shlex.split(line)
+    assert words[0] == "l2l-ref", line
+    small = SMALL.get(words[1], []) + (SMALL_COMPARISON if words[1] in SMALL else [])
+    return [sys.executable, "-m", "l2l_ref.cli", *words[1:], *small]
+
+
+@pytest.mark.slow
+def test_every_block_runs_and_prints_what_the_page_shows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_candidate(ROOT / "vectors", tmp_path / "my-candidate")
+    namespace: dict = {}
+    printed = None  # what the last python block printed, until a text block claims it
+    ran = {"python": 0, "sh": 0, "text": 0}
+    for number, (lang, code) in enumerate(blocks()):
+        where = f"block {number} of {PAGE.name}"
+        if lang == "python" and QUOTE.match(code):
+            continue
+        if lang == "python":
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                exec(compile(code, where, "exec"), namespace)
+            printed = output.getvalue()
+        elif lang == "text":
+            assert printed is not None, f"{where}: a text block that follows no python block"
+            assert printed == code, f"{where}: the page shows\n{code}\nthe code printed\n{printed}"
+            printed = None
+        elif lang == "sh":
+            for line in filter(None, code.splitlines()):
+                result = subprocess.run(command(line), capture_output=True, text=True, env=None)
+                assert result.returncode == 0, f"{where}: {line}\n{result.stderr[-2000:]}"
+        else:
+            raise AssertionError(f"{where}: no rule to run a {lang} block")
+        ran[lang] += 1
+    assert ran["python"] >= 5 and ran["text"] >= 4 and ran["sh"] >= 4, ran
+
+
+def test_figures_shown_are_drawn_by_the_page_and_committed():
+    text = PAGE.read_text()
+    figures = re.findall(r"!\[[^\]]*\]\((figures/[\w.-]+\.png)\)", text)
+    assert figures
+    commands = " ".join(code for lang, code in blocks() if lang == "sh")
+    for figure in figures:
+        assert (ROOT / "docs" / figure).is_file(), figure
+        assert f"-o docs/{figure}" in commands, f"no command on the page draws {figure}"
+
+
+def test_readme_links_the_guides_and_says_what_is_not_reproduced():
+    readme = (ROOT / "README.md").read_text()
+    for page in ("walkthrough", "results", "verifying", "performance"):
+        assert f"(docs/{page}.md)" in readme, page
+    assert "does not" in readme.lower()
