@@ -63,12 +63,25 @@ def _blas_local_setter() -> Callable[[int], object] | None:
     return None
 
 
+def thread_count() -> int:
+    """The pool's size: L2L_REF_THREADS, or the cores this process may use."""
+    setting = os.environ.get("L2L_REF_THREADS", "")
+    if not setting:
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(f"L2L_REF_THREADS must be a positive integer, not {setting!r}")
+    return int(setting)
+
+
 @cache
 def _pool() -> ThreadPoolExecutor | None:
-    """The shared worker pool: L2L_REF_THREADS workers (default: the cores this process may
-    use), or None for one. Without a thread-local BLAS setting the blocks run in the calling
-    thread: workers whose matrix products each start all BLAS threads run slower than one."""
-    threads = int(os.environ.get("L2L_REF_THREADS", len(os.sched_getaffinity(0))))
+    """The shared worker pool, or None for one thread. Without a thread-local BLAS setting
+    the blocks run in the calling thread: workers whose matrix products each start all BLAS
+    threads run slower than one."""
+    threads = thread_count()
     setter = _blas_local_setter()
     if threads < 2 or setter is None:
         return None

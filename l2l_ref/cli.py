@@ -14,7 +14,7 @@ import numpy as onp
 from tqdm import tqdm
 
 from backends import BACKENDS, BackendError, get_backend
-from l2l_ref import checkpoint, plot, presets, vectors, verify
+from l2l_ref import blocks, checkpoint, plot, presets, vectors, verify
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.datasets import DEFAULT_DATA_DIR, DatasetError
 from l2l_ref.evaluate import evaluate, table, write_json
@@ -415,6 +415,10 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        try:
+            blocks.thread_count()
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         return COMMANDS[args.command](args)
     except (
         UsageError,

@@ -1,6 +1,7 @@
 """The command line as a user meets it: a small train and evaluate, and bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,13 +26,14 @@ SMALL = [
 ]
 
 
-def l2l(*args, cwd=None):
+def l2l(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "l2l_ref.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
         timeout=600,
+        env=env,
     )
 
 
@@ -134,15 +136,27 @@ BAD = {
     "no command": [],
     "missing checkpoint": ["evaluate", "no/such/file.npz"],
 }
+BAD_ENVIRONMENT = {"threads not a number": "two", "zero threads": "0"}
+
+
+def assert_one_line_exit_2(result, folder):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), result.stderr
+    assert not list(folder.iterdir())  # nothing was written
 
 
 @pytest.mark.parametrize("case", list(BAD))
 def test_bad_input_is_one_line_and_exit_2(case, tmp_path):
-    result = l2l(*BAD[case], cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), result.stderr
-    assert not list(tmp_path.iterdir())  # nothing was written
+    assert_one_line_exit_2(l2l(*BAD[case], cwd=tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("case", list(BAD_ENVIRONMENT))
+def test_bad_thread_setting_is_one_line_and_exit_2(case, tmp_path):
+    env = {**os.environ, "L2L_REF_THREADS": BAD_ENVIRONMENT[case]}
+    result = l2l("train", "--epochs", "1", cwd=tmp_path, env=env)
+    assert_one_line_exit_2(result, tmp_path)
+    assert "L2L_REF_THREADS" in result.stderr
 
 
 @pytest.mark.slow
