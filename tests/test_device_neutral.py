@@ -37,7 +37,8 @@ def aliases(tree: ast.Module) -> tuple[set, set]:
 
 def device_functions(tree: ast.Module) -> list:
     """Functions whose arguments are device arrays and that autograd does not trace: those
-    decorated with @primitive and those registered as gradients."""
+    made primitives (decorated with @primitive, or passed to primitive(...)), those
+    registered as gradients, and the module's functions that these call."""
     registered = {
         arg.id
         for node in ast.walk(tree)
@@ -45,15 +46,29 @@ def device_functions(tree: ast.Module) -> list:
         for arg in node.args[1:]
         if isinstance(arg, ast.Name)
     }
+    registered |= {
+        arg.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "primitive"
+        for arg in node.args
+        if isinstance(arg, ast.Name)
+    }
+    defined = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
 
     def is_primitive(function):
         return any(getattr(d, "id", "") == "primitive" for d in function.decorator_list)
 
-    return [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.FunctionDef) and (node.name in registered or is_primitive(node))
-    ]
+    found = {name for name, node in defined.items() if name in registered or is_primitive(node)}
+    while True:  # what device functions call is a device function too
+        called = {
+            node.func.id
+            for name in found
+            for node in ast.walk(defined[name])
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
+        if called & defined.keys() <= found:
+            return [defined[name] for name in sorted(found)]
+        found |= called & defined.keys()
 
 
 def violations(source: str, filename: str) -> list[str]:
@@ -116,12 +131,20 @@ def cell(x):
 
 def cell_vjp(ans, x):
     onp.add.at(ans, (slice(None),), x)
-    return lambda g: g.view(onp.ndarray) + onp.asarray(g)
+    return lambda g: g.view(onp.ndarray) + onp.asarray(g) + helper(g)
+
+def helper(g):
+    return onp.ones(g.shape)
+
+def kernel(x):
+    return onp.arange(3) + x
 
 defvjp(cell, cell_vjp)
+fused = primitive(kernel)
 """
     found = [line.split(": ", 1)[1] for line in violations(bad, "bad.py")]
     assert sorted(found) == sorted([
         "np.zeros", "np.dot", "np.array", ".mT", "onp.einsum", "onp.zeros in cell",
-        "ufunc .at", ".view", "onp.asarray in cell_vjp",
+        "ufunc .at", ".view", "onp.asarray in cell_vjp", "onp.ones in helper",
+        "onp.arange in kernel",
     ])  # fmt: skip
