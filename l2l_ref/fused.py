@@ -31,9 +31,8 @@ def network_forward(net: dict, grad, hidden: list, config: OptimizerConfig) -> t
     """lstm.network for one tensor on raw arrays: the update g (grad's shape), the new hidden
     state, and the tape the backward pass reads (each layer's inputs and gates, the head's
     input)."""
-    x = PREPROCESSORS[config.preprocessing][0](
-        np.reshape(grad, (-1, 1)), config.preprocessing_param
-    )
+    preprocess = PREPROCESSORS[config.preprocessing][0]
+    x = preprocess(np.reshape(grad, (-1, 1)), config.preprocessing_param)
     tape, new_hidden = [], []
     for layer, (h, c) in zip(net["lstm"], hidden, strict=True):
         h_new, c_new, gates, tanh_c = cell_forward(layer["W"], layer["b"], x, h, c)
