@@ -136,8 +136,9 @@ def cell_forward(W, b, x, h, c) -> tuple:
 
     def forward(rows):
         z = gates[rows]
-        # one product with [x, h]: a product with few columns (x) costs as much as a wide one
-        onp.matmul(onp.concatenate([x[rows], h[rows]], axis=1), W_half, out=z)
+        # one product with [x, h]: a product with few columns (x) costs as much as a wide one;
+        # assigned, not written with out=, which CuPy's dispatch of NumPy's matmul may decline
+        z[...] = onp.concatenate([x[rows], h[rows]], axis=1) @ W_half
         z += b_half
         onp.tanh(z, out=z)
         for block in (slice(0, H), slice(2 * H, 4 * H)):
@@ -187,7 +188,7 @@ def cell_backward(W, x, h, c, gates, tanh_c, grad_h, grad_c, wanted: set) -> dic
             if "h" in grads:
                 grads["h"][rows] = grad_xh[:, n_in:]
         elif "h" in grads:
-            onp.matmul(grad_z, W[n_in:].T, out=grads["h"][rows])
+            grads["h"][rows] = grad_z @ W[n_in:].T
         if "c" in grads:
             onp.multiply(gc, f, out=grads["c"][rows])
         if "W" in wanted:
