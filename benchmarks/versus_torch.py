@@ -118,7 +118,7 @@ def torch_meta_step(s: Setup, dtype: str):
                 p.addcdiv_(m_p, v_p.sqrt().add_(eps), value=-scale)
         return L
 
-    return step, nets, theta0, f
+    return step
 
 
 def relative_error(found, expected) -> float:
@@ -181,7 +181,7 @@ def main() -> int:
         if impl == "reference":
             return report_peak(one_meta_step(make_problem(), dtype, config=config))
         s = reference_setup(make_problem(), dtype, config=config)
-        return report_peak(torch_meta_step(s, dtype)[0])
+        return report_peak(torch_meta_step(s, dtype))
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; numpy {onp.__version__}, "
@@ -210,7 +210,7 @@ def main() -> int:
                 "reference": lambda s=s, state=state: train_epoch(
                     s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
                 ),
-                "torch": torch_meta_step(s, dtype)[0],
+                "torch": torch_meta_step(s, dtype),
             }
             seconds = interleaved(steps, args.repeats)
             peaks = {impl: peak_memory("versus_torch.py", impl, case, dtype) for impl in steps}

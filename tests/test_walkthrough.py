@@ -75,7 +75,7 @@ def test_every_block_runs_and_prints_what_the_page_shows(tmp_path, monkeypatch):
             printed = None
         elif lang == "sh":
             for line in filter(None, code.splitlines()):
-                result = subprocess.run(command(line), capture_output=True, text=True, env=None)
+                result = subprocess.run(command(line), capture_output=True, text=True)
                 assert result.returncode == 0, f"{where}: {line}\n{result.stderr[-2000:]}"
         else:
             raise AssertionError(f"{where}: no rule to run a {lang} block")
