@@ -26,8 +26,6 @@ from l2l_ref.tree import tree_map
 # ten minutes on two CPU cores (docs/results-quadratic.md).
 DEFAULT_EPOCHS = 400
 DEFAULT_TEST_PROBLEMS = 32
-# the committed vectors, beside the package in a clone of the repository
-DEFAULT_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 
 
 class UsageError(Exception):
@@ -160,13 +158,40 @@ def build_parser() -> Parser:
     export = vectors_actions.add_parser("export", help="compute and write every case")
     export.add_argument("--out", type=Path, required=True, help="folder to write into")
 
-    verify_cmd = commands.add_parser("verify", help="check another implementation's outputs")
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="check another implementation's outputs",
+        description="Exit 0: every stage of every case agrees; 1: a stage diverges or is "
+        "missing; 2: malformed input; 3: partial (--cases, --partial) and what was checked "
+        "agrees.",
+    )
     verify_cmd.add_argument("candidate", type=Path, help="folder: manifest.json + <case>.npz")
     verify_cmd.add_argument(
-        "--vectors", type=Path, default=DEFAULT_VECTORS, help="reference vectors folder"
+        "--vectors",
+        type=Path,
+        default=vectors.DEFAULT_FOLDER,
+        help="reference vectors folder (default: the vectors installed with l2l-ref, "
+        f"{vectors.DEFAULT_FOLDER})",
     )
-    verify_cmd.add_argument("--rtol", type=float, default=verify.RTOL)
-    verify_cmd.add_argument("--atol", type=float, default=verify.ATOL)
+    verify_cmd.add_argument(
+        "--dtype",
+        choices=tuple(vectors.TOLERANCE),
+        default="float64",
+        help="the candidate's precision: sets the tolerance "
+        + "; ".join(
+            f"{k}: rtol {v['rtol']:g}, atol {v['atol']:g}" for k, v in vectors.TOLERANCE.items()
+        ),
+    )
+    verify_cmd.add_argument("--rtol", type=float, help="relative tolerance (overrides --dtype)")
+    verify_cmd.add_argument("--atol", type=float, help="absolute tolerance (overrides --dtype)")
+    verify_cmd.add_argument(
+        "--cases", type=lambda text: text.split(","), help="check only these cases (partial)"
+    )
+    verify_cmd.add_argument(
+        "--partial",
+        action="store_true",
+        help="accept cases and stages the candidate does not give (reported; never a pass)",
+    )
     return parser
 
 
@@ -394,13 +419,17 @@ def vectors_command(args) -> int:
 
 
 def verify_command(args) -> int:
-    """Exit 0 when every given stage agrees, 1 when one diverges (2: malformed, in main)."""
-    if not (args.rtol >= 0 and args.atol >= 0):
+    """Exit 0 when every stage of every case agrees, 1 when one diverges or is missing, 3 when
+    the check was partial (2: malformed, in main)."""
+    tolerance = vectors.TOLERANCE[args.dtype]
+    rtol = tolerance["rtol"] if args.rtol is None else args.rtol
+    atol = tolerance["atol"] if args.atol is None else args.atol
+    if not (rtol >= 0 and atol >= 0):
         raise UsageError("tolerances must be non-negative numbers")
-    results = verify.verify(args.candidate, args.vectors, args.rtol, args.atol)
-    text, agree = verify.report(results, args.rtol, args.atol)
+    result = verify.verify(args.candidate, args.vectors, rtol, atol, args.cases, args.partial)
+    text, code = verify.report(result, rtol, atol)
     print(text)
-    return 0 if agree else 1
+    return code
 
 
 COMMANDS = {

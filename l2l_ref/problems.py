@@ -235,12 +235,17 @@ def conv_net(
     init_std: float = 0.01,
     name: str = "conv",
     settings: dict | None = None,
+    biases: bool = True,
 ) -> Problem:
     """The paper's CIFAR optimizee (§3, the released code's sizes): convolutions (k × k,
     stride 1, SAME) each with bias, batch normalisation, ReLU and 2 × 2 max pooling; a fully
     connected layer with bias, batch normalisation and ReLU; a linear output layer; softmax
     cross-entropy. Two parameter groups: "conv" (the convolution kernels) and "fc" (the rest),
-    one optimizer network each."""
+    one optimizer network each.
+
+    The biases before batch normalisation change nothing (the normalisation subtracts every
+    constant), so their gradients are 0 in exact arithmetic and round-off in practice; the
+    released code has them (22,682 parameters). biases=False leaves them out."""
     images, _ = splits["train"]
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
     height, width, depth = images.shape[1:]
@@ -248,10 +253,13 @@ def conv_net(
         height, width = height // 2, width // 2
     shapes = {}
     for k, (c_in, c_out) in enumerate(pairwise((depth, *channels))):
-        shapes |= {f"conv{k}_W": (kernel, kernel, c_in, c_out), f"conv{k}_b": (c_out,)}
+        shapes[f"conv{k}_W"] = (kernel, kernel, c_in, c_out)
+        shapes |= {f"conv{k}_b": (c_out,)} if biases else {}
         shapes[f"conv{k}_offset"] = (c_out,)
-    shapes |= {"fc_W": (height * width * channels[-1], fc), "fc_b": (fc,), "fc_offset": (fc,)}
-    shapes |= {"out_W": (fc, classes), "out_b": (classes,)}
+    shapes["fc_W"] = (height * width * channels[-1], fc)
+    shapes |= {"fc_b": (fc,)} if biases else {}
+    shapes |= {"fc_offset": (fc,), "out_W": (fc, classes), "out_b": (classes,)}
+    bias = (lambda theta, name: theta[name]) if biases else (lambda theta, name: 0.0)
     groups = {t: "conv" if t.startswith("conv") and t.endswith("_W") else "fc" for t in shapes}
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
@@ -261,15 +269,16 @@ def conv_net(
         def loss(theta: dict, t: int):
             x, y = minibatch(t)
             for k in range(len(channels)):
-                x = conv2d(x, theta[f"conv{k}_W"]) + theta[f"conv{k}_b"]
+                x = conv2d(x, theta[f"conv{k}_W"]) + bias(theta, f"conv{k}_b")
                 x = max_pool(relu(batch_norm(x, theta[f"conv{k}_offset"])))
-            x = np.reshape(x, (batch, -1)) @ theta["fc_W"] + theta["fc_b"]
+            x = np.reshape(x, (batch, -1)) @ theta["fc_W"] + bias(theta, "fc_b")
             x = relu(batch_norm(x, theta["fc_offset"]))
             return cross_entropy(x @ theta["out_W"] + theta["out_b"], y)
 
         return Instance(theta0, loss, data)
 
     base = {"channels": list(channels), "kernel": kernel, "fc": fc, "batch": batch}
+    base |= {} if biases else {"biases": False}
     return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample, groups)
 
 

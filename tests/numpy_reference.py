@@ -1,11 +1,15 @@
 """A second implementation of the method, in plain NumPy without autograd, for the tests.
 
-It shares no code with l2l_ref: its own LSTM cell, preprocessing and unroll, a hand-written
-backward pass through time for the first-order meta-gradient (spec §1: ∂L/∂g_s is the reverse
-cumulative sum Σ_{t>s} w_t ∇f(θ_t), backpropagated through the LSTM over the fixed inputs),
-and a test optimizee with closed-form gradients: several tensors coupled through one residual,
+It shares no code with l2l_ref: its own LSTM cell, preprocessing and unroll, and a
+hand-written backward pass through time for the meta-gradient. With the paper's ∂∇_t/∂φ = 0
+the adjoint of θ obeys spec §1's closed form, λ_s = w_s ∇f(θ_s) + λ_{s+1} with ∂L/∂g_s =
+λ_{s+1}; with second derivatives kept it gains H(θ_s) · ∂L/∂∇_s, the Hessian-vector product
+of f with what the network's input passes back (problems that give `hvp`). It works in the
+dtype of its inputs (float64 or float32).
 
-    f(θ, t) = ‖Σ_k A_k vec(θ_k) − y − t d‖²,     ∇_{θ_k} f = 2 A_kᵀ r.
+The tests' optimizee here: several tensors coupled through one residual,
+
+    f(θ, t) = ‖Σ_k A_k vec(θ_k) − y − t d‖²,     ∇_{θ_k} f = 2 A_kᵀ r,   H = 2 AᵀA.
 """
 
 import math
@@ -35,6 +39,10 @@ class CoupledQuadratic:
         r = self.residual(theta, t)
         return {k: np.reshape(2 * self.A[k].T @ r, np.shape(theta[k])) for k in self.A}
 
+    def hvp(self, theta, t, v):
+        Av = sum(self.A[k] @ np.reshape(v[k], -1) for k in self.A)
+        return {k: np.reshape(2 * self.A[k].T @ Av, np.shape(theta[k])) for k in self.A}
+
     def instance(self, to_device=np.copy) -> Instance:
         """The same function for l2l_ref, written with autograd.numpy, its arrays moved by
         `to_device`."""
@@ -58,13 +66,16 @@ def sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+LOG_EPS = 1.1920929e-07
+
+
 def preprocess(g, name, param):
     """The input map of the paper's Appendix A, the released LogAndSign, or identity."""
     g = g.reshape(-1, 1)
     if name == "identity":
         return g
     if name == "appendix_a":
-        out = np.empty((g.shape[0], 2))
+        out = np.empty((g.shape[0], 2), dtype=g.dtype)
         for n, v in enumerate(g[:, 0]):
             if abs(v) >= math.exp(-param):
                 out[n] = (math.log(abs(v)) / param, np.sign(v))
@@ -72,20 +83,39 @@ def preprocess(g, name, param):
                 out[n] = (-1.0, math.exp(param) * v)
         return out
     if name == "log_and_sign":
-        log = np.maximum(np.log(np.abs(g) + 1.1920929e-07) / param, -1.0)
+        log = np.maximum(np.log(np.abs(g) + LOG_EPS) / param, -1.0)
         return np.concatenate([log, np.clip(g * math.exp(param), -1, 1)], axis=1)
     raise ValueError(name)
 
 
-def cell_forward(W, b, x, h, c):
-    """One Sonnet LSTM cell, gate order i, j, f, o, forget bias 1; returns h, c and a cache."""
+def preprocess_backward(g, name, param, d_out):
+    """∂L/∂∇ from ∂L/∂(preprocessed input), (n, input size) → (n,)."""
+    g = g.reshape(-1)
+    if name == "identity":
+        return d_out[:, 0]
+    if name == "appendix_a":
+        large = np.abs(g) >= math.exp(-param)
+        safe = np.where(large, g, 1.0)
+        return np.where(large, d_out[:, 0] / (param * safe), math.exp(param) * d_out[:, 1])
+    if name == "log_and_sign":
+        log_slope = np.sign(g) / (param * (np.abs(g) + LOG_EPS))
+        floored = np.log(np.abs(g) + LOG_EPS) / param < -1.0
+        clipped = np.abs(g * math.exp(param)) > 1.0
+        return np.where(floored, 0.0, log_slope * d_out[:, 0]) + np.where(
+            clipped, 0.0, math.exp(param) * d_out[:, 1]
+        )
+    raise ValueError(name)
+
+
+def cell_forward(W, b, x, h, c, forget_bias=1.0):
+    """One Sonnet LSTM cell, gate order i, j, f, o; returns h, c and a cache."""
     xh = np.concatenate([x, h], axis=1)
     H = h.shape[1]
     z = xh @ W + b
     i, j, f, o = (
         sig(z[:, :H]),
         np.tanh(z[:, H : 2 * H]),
-        sig(z[:, 2 * H : 3 * H] + 1),
+        sig(z[:, 2 * H : 3 * H] + forget_bias),
         sig(z[:, 3 * H :]),
     )
     c_new = f * c + i * j
@@ -107,21 +137,24 @@ def cell_backward(W, cache, dh, dc):
     return xh.T @ dz, dz.sum(axis=0), dxh[:, :n_in], dxh[:, n_in:], dc * f
 
 
+def zero_hidden(theta, config):
+    return {
+        k: [(np.zeros((v.size, H), v.dtype), np.zeros((v.size, H), v.dtype)) for H in config.layers]
+        for k, v in theta.items()
+    }
+
+
 def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t0=0, theta=None):
     """Unroll len(weights) − 1 steps from θ (default θ_0) at step t0; returns L, per-step
-    losses, θ, hidden, inputs, caches. caches[t][tensor] = (layer caches, top layer's h,
-    preprocessed input, update).
+    losses, θ, hidden, the gradients seen, caches. caches[t][tensor] = (layer caches, top
+    layer's h, preprocessed input, update).
 
     phi: {group: {"lstm": [{"W", "b"}], "head": {"W", "b"}}} as NumPy arrays. With
     frozen_grads, ∇_t is read from it instead of computed at θ_t.
     """
-    theta = {k: np.array(v, dtype=float) for k, v in (theta or problem.theta0).items()}
+    theta = {k: np.array(v) for k, v in (theta or problem.theta0).items()}
     T = len(weights) - 1
-    if hidden is None:
-        hidden = {
-            k: [(np.zeros((v.size, H)), np.zeros((v.size, H))) for H in config.layers]
-            for k, v in theta.items()
-        }
+    hidden = zero_hidden(theta, config) if hidden is None else hidden
     losses, grads_seen, caches = [problem.value(theta, t0)], [], []
     for t in range(T):
         grads = frozen_grads[t] if frozen_grads is not None else problem.grad(theta, t0 + t)
@@ -148,56 +181,54 @@ def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t
     return L, losses, theta, hidden, grads_seen, caches
 
 
-def first_order_meta_gradient(phi, groups, problem, config, weights, theta=None, hidden=None, t0=0):
-    """dL/dφ with ∂∇_t/∂φ = 0, by spec §1's closed form and backpropagation through time,
-    for the unroll from θ (default θ_0) and hidden state at step t0."""
-    _, _, _, _, _, caches = run(phi, groups, problem, config, weights, hidden, t0=t0, theta=theta)
+def meta_gradient(
+    phi, groups, problem, config, weights, theta=None, hidden=None, t0=0, second_order=False
+):
+    """dL/dφ of the unroll from θ (default θ_0) and hidden state at step t0, by the adjoint
+    recursion of the module docstring and backpropagation through time."""
+    start = {k: np.array(v) for k, v in (theta or problem.theta0).items()}
+    _, _, _, _, grads_seen, caches = run(
+        phi, groups, problem, config, weights, hidden, t0=t0, theta=start
+    )
     T = len(weights) - 1
-    # θ_t for t = 1..T, to get ∇f(θ_t) for the reverse cumulative sum
-    thetas = [{k: np.array(v, dtype=float) for k, v in (theta or problem.theta0).items()}]
+    thetas = [start]  # θ_t for t = 0..T
     for t in range(T):
         thetas.append(
-            {
-                k: thetas[-1][k]
-                + (
-                    (caches[t][k][1] @ phi[groups[k]]["head"]["W"] + phi[groups[k]]["head"]["b"])
-                    * config.output_scale
-                ).reshape(np.shape(thetas[-1][k]))
-                for k in thetas[-1]
-            }
+            {k: thetas[-1][k] + caches[t][k][3].reshape(np.shape(thetas[-1][k])) for k in start}
         )
-    dg = [None] * T  # dL/dg_s = Σ_{t=s+1..T} w_t ∇f(θ_t)
-    running = {k: np.zeros(np.size(v)) for k, v in problem.theta0.items()}
-    for s in reversed(range(T)):
-        grad_next = problem.grad(thetas[s + 1], t0 + s + 1)
-        running = {k: running[k] + weights[s + 1] * np.reshape(grad_next[k], -1) for k in running}
-        dg[s] = {k: v.copy() for k, v in running.items()}
-
     out = {
         g: {
-            "lstm": [
-                {"W": np.zeros_like(layer["W"]), "b": np.zeros_like(layer["b"])}
-                for layer in net["lstm"]
-            ],
-            "head": {"W": np.zeros_like(net["head"]["W"]), "b": np.zeros_like(net["head"]["b"])},
+            "lstm": [{k: np.zeros_like(v) for k, v in layer.items()} for layer in net["lstm"]],
+            "head": {k: np.zeros_like(v) for k, v in net["head"].items()},
         }
         for g, net in phi.items()
     }
-    for k in problem.theta0:
-        net, grad_net = phi[groups[k]], out[groups[k]]
-        n_layers = len(net["lstm"])
-        dh_next = [0.0] * n_layers
-        dc_next = [0.0] * n_layers
-        for s in reversed(range(T)):
+    final = problem.grad(thetas[T], t0 + T)
+    adjoint = {k: weights[T] * np.reshape(final[k], -1) for k in start}  # λ_T
+    dh_next = {k: [0.0] * len(config.layers) for k in start}
+    dc_next = {k: [0.0] * len(config.layers) for k in start}
+    for s in reversed(range(T)):
+        d_grad = {}
+        for k in start:
+            net, grad_net = phi[groups[k]], out[groups[k]]
             layer_caches, top = caches[s][k][:2]
-            d_out = dg[s][k].reshape(-1, 1) * config.output_scale
+            d_out = adjoint[k].reshape(-1, 1) * config.output_scale  # ∂L/∂g_s = λ_{s+1}
             grad_net["head"]["W"] += top.T @ d_out
             grad_net["head"]["b"] += d_out.sum(axis=0)
             dx = d_out @ net["head"]["W"].T
-            for n in reversed(range(n_layers)):
-                dW, db, dx, dh_next[n], dc_next[n] = cell_backward(
-                    net["lstm"][n]["W"], layer_caches[n], dx + dh_next[n], dc_next[n]
+            for n in reversed(range(len(config.layers))):
+                dW, db, dx, dh_next[k][n], dc_next[k][n] = cell_backward(
+                    net["lstm"][n]["W"], layer_caches[n], dx + dh_next[k][n], dc_next[k][n]
                 )
                 grad_net["lstm"][n]["W"] += dW
                 grad_net["lstm"][n]["b"] += db
+            g = np.asarray(grads_seen[s][k])
+            d_grad[k] = preprocess_backward(
+                g, config.preprocessing, config.preprocessing_param, dx
+            ).reshape(np.shape(g))
+        seen = problem.grad(thetas[s], t0 + s)
+        adjoint = {k: weights[s] * np.reshape(seen[k], -1) + adjoint[k] for k in start}
+        if second_order:
+            hv = problem.hvp(thetas[s], t0 + s, d_grad)
+            adjoint = {k: adjoint[k] + np.reshape(hv[k], -1) for k in start}
     return out

@@ -15,7 +15,7 @@ from l2l_ref.cli import main
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import TrainConfig, meta_train
 from l2l_ref.problems import batch_norm, conv2d, conv_net, max_pool, mlp
-from tests.vectors_candidate import MLP
+from tests.vectors_candidate import MLP, ConvNet
 
 HOST = np.asarray
 
@@ -83,12 +83,31 @@ def test_mlp_gradient_matches_hand_written_backpropagation():
     problem = mlp({"train": (images, labels)}, hidden=(5, 4), batch=6, init_std=0.5)
     instance = problem.sample(np.random.default_rng(0), HOST)
     indices = np.stack([instance.data["indices"](t) for t in range(3)])
-    by_hand = MLP({"images": images, "labels": labels, "indices": indices}, instance.theta0)
+    by_hand = MLP({"images": images, "labels": labels, "indices": indices}, bug=None)
     for t in range(3):
         assert instance.loss(instance.theta0, t) == pytest.approx(by_hand.value(instance.theta0, t))
         exact = grad(instance.loss)(instance.theta0, t)
         for key, value in by_hand.grad(instance.theta0, t).items():
             np.testing.assert_allclose(exact[key], value, rtol=1e-10, atol=1e-14)
+
+
+def test_conv_net_gradient_matches_hand_written_backpropagation():
+    """Two convolution layers (so that the gradient also flows back through a padded
+    convolution and a pooling), without the biases before batch norm."""
+    images, labels = tiny_images(shape=(6, 6, 2))
+    problem = conv_net(
+        {"train": (images, labels)}, (3, 2), kernel=3, fc=4, batch=5, init_std=0.5, biases=False
+    )
+    instance = problem.sample(np.random.default_rng(0), HOST)
+    indices = np.stack([instance.data["indices"](t) for t in range(2)])
+    by_hand = ConvNet({"images": images, "labels": labels, "indices": indices}, bug=None)
+    for t in range(2):
+        assert instance.loss(instance.theta0, t) == pytest.approx(by_hand.value(instance.theta0, t))
+        exact = grad(instance.loss)(instance.theta0, t)
+        hand = by_hand.grad(instance.theta0, t)
+        assert hand.keys() == exact.keys()
+        for key, value in hand.items():
+            np.testing.assert_allclose(exact[key], value, rtol=1e-9, atol=1e-13, err_msg=key)
 
 
 @pytest.mark.parametrize("hidden", [(), (6,), (4, 3)])

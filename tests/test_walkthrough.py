@@ -56,7 +56,7 @@ def command(line: str) -> list[str]:
 @pytest.mark.slow
 def test_every_block_runs_and_prints_what_the_page_shows(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_candidate(ROOT / "vectors", tmp_path / "my-candidate")
+    write_candidate(ROOT / "l2l_ref" / "reference_vectors", tmp_path / "my-candidate")
     namespace: dict = {}
     printed = None  # what the last python block printed, until a text block claims it
     ran = {"python": 0, "sh": 0, "text": 0}

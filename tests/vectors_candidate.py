@@ -1,14 +1,18 @@
 """Another implementation's outputs for the reference vectors, written as `l2l-ref verify`
-reads them, computed by tests/numpy_reference.py (plain NumPy, no autograd, hand-written
-gradients of the optimizees and spec §1's closed-form first-order meta-gradient).
+reads them: the optimizees' values and gradients by hand, the LSTM and the meta-gradient by
+tests/numpy_reference.py (plain NumPy, no autograd), Torch7's Adam and the four baselines
+written out here. It runs in float64 or float32.
 
-`bugs` switches on the mistakes of spec §6 and §4 one at a time, so that the tests can check
-that verify catches each where it first shows.
+`bug` plants one known mistake (BUGS; the vectors' manifest says for each case which ones it
+catches and where), so that the tests can check that verify reports each where the manifest
+says.
 """
 
 import json
-from dataclasses import replace
+import math
+from contextlib import ExitStack
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -16,72 +20,86 @@ from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.vectors import FORMAT, VERSION, npz_bytes
 from tests import numpy_reference as ref
 
-BUGS = (
-    "gate order", "p = 5", "shared hidden state", "f(θ_0) in the loss", "no output scale",
-    "state zeroed at the cut", "PyTorch's Adam",
-)  # fmt: skip
-
 
 class Simple:
     """f(x) = x²."""
 
-    def __init__(self, inputs, theta0):
-        self.theta0 = theta0
+    def __init__(self, data, bug):
+        pass
 
     def value(self, theta, t):
-        return float(theta["x"] ** 2)
+        return theta["x"] ** 2
 
     def grad(self, theta, t):
         return {"x": 2 * theta["x"]}
 
+    def hvp(self, theta, t, v):
+        return {"x": 2 * v["x"]}
+
 
 class Quadratic:
-    """f = mean_b ‖W_b x_b − y_b‖²,  ∇ = (2/B) W_bᵀ r_b."""
+    """f = mean_b ‖W_b x_b − y_b‖²,  ∇ = (2/B) W_bᵀ r_b,  H v = (2/B) W_bᵀ W_b v_b."""
 
-    def __init__(self, inputs, theta0):
-        self.W, self.y, self.theta0 = inputs["W"], inputs["y"], theta0
+    def __init__(self, data, bug):
+        self.W, self.y = data["W"], data["y"]
 
-    def residual(self, theta):
-        return np.einsum("bij,bj->bi", self.W, theta["x"]) - self.y
+    def residual(self, x):
+        return np.einsum("bij,bj->bi", self.W, x) - self.y
 
     def value(self, theta, t):
-        return float(np.mean(np.sum(self.residual(theta) ** 2, axis=1)))
+        return np.mean(np.sum(self.residual(theta["x"]) ** 2, axis=1))
 
     def grad(self, theta, t):
-        r = self.residual(theta)
+        r = self.residual(theta["x"])
         return {"x": 2 * np.einsum("bij,bi->bj", self.W, r) / len(r)}
 
+    def hvp(self, theta, t, v):
+        Wv = np.einsum("bij,bj->bi", self.W, v["x"])
+        return {"x": 2 * np.einsum("bij,bi->bj", self.W, Wv) / len(Wv)}
 
-class MLP:
-    """Softmax cross-entropy of a sigmoid MLP on the minibatch indices[t], backpropagated by
-    hand."""
 
-    def __init__(self, inputs, theta0):
-        self.images, self.labels = inputs["images"], inputs["labels"]
-        self.indices, self.theta0 = inputs["indices"], theta0
-        self.layers = len(theta0) // 2
+class Minibatches:
+    """The images and one-hot labels of step t's minibatch; softmax cross-entropy."""
 
-    def forward(self, theta, t):
+    def __init__(self, data, bug):
+        self.images, self.labels, self.indices = data["images"], data["labels"], data["indices"]
+        self.classes = int(self.labels.max()) + 1
+        self.bug = bug
+
+    def batch(self, t):
         chosen = self.indices[t]
-        activations = [self.images[chosen].reshape(len(chosen), -1)]
-        for k in range(self.layers):
-            z = activations[-1] @ theta[f"W{k}"] + theta[f"b{k}"]
-            activations.append(z if k == self.layers - 1 else 1 / (1 + np.exp(-z)))
-        logits = activations.pop()
+        return self.images[chosen], np.eye(self.classes, dtype=self.images.dtype)[
+            self.labels[chosen]
+        ]
+
+    def cross_entropy(self, logits, onehot):
+        """The loss and its gradient with respect to the logits."""
         shifted = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        onehot = np.eye(probs.shape[1])[self.labels[chosen]]
-        return activations, probs, onehot
+        n = 1 if self.bug == "cross-entropy summed over the minibatch" else len(probs)
+        return -np.sum(onehot * np.log(probs)) / n, (probs - onehot) / n
+
+
+class MLP(Minibatches):
+    """A sigmoid MLP, backpropagated by hand."""
+
+    def forward(self, theta, t):
+        images, onehot = self.batch(t)
+        layers = len(theta) // 2
+        activations = [images.reshape(len(images), -1)]
+        for k in range(layers):
+            z = activations[-1] @ theta[f"W{k}"] + theta[f"b{k}"]
+            activations.append(z if k == layers - 1 else ref.sig(z))
+        logits = activations.pop()
+        return activations, self.cross_entropy(logits, onehot)
 
     def value(self, theta, t):
-        _, probs, onehot = self.forward(theta, t)
-        return float(-np.mean(np.sum(onehot * np.log(probs), axis=1)))
+        return self.forward(theta, t)[1][0]
 
     def grad(self, theta, t):
-        activations, probs, onehot = self.forward(theta, t)
-        dz = (probs - onehot) / len(probs)
+        activations, (_, dz) = self.forward(theta, t)
         grads = {}
-        for k in reversed(range(self.layers)):
+        for k in reversed(range(len(activations))):
             grads[f"W{k}"], grads[f"b{k}"] = activations[k].T @ dz, dz.sum(axis=0)
             if k:
                 a = activations[k]
@@ -89,23 +107,232 @@ class MLP:
         return grads
 
 
-PROBLEMS = {"simple": Simple, "quadratic": Quadratic, "tiny-mlp": MLP}
+class ConvNet(Minibatches):
+    """The conv net of l2l_ref.problems.conv_net without the biases before batch norm (as the
+    vectors' case has it), written as im2col products and backpropagated by hand."""
+
+    def batch_norm(self, x, offset):
+        axes = tuple(range(x.ndim - 1))
+        n = math.prod(x.shape[:-1])
+        centred = x - x.mean(axis=axes)
+        ddof = 1 if self.bug == "unbiased batch variance" else 0
+        sigma = np.sqrt((centred**2).sum(axis=axes) / (n - ddof) + 1e-3)
+        return centred / sigma + offset, (centred / sigma, sigma, axes)
+
+    @staticmethod
+    def batch_norm_backward(dy, cache):
+        normed, sigma, axes = cache
+        mean_dy, mean_dy_normed = dy.mean(axis=axes), (dy * normed).mean(axis=axes)
+        return (dy - mean_dy - normed * mean_dy_normed) / sigma, dy.sum(axis=axes)
+
+    def patches(self, x, k):
+        """(N, H, W, k, k, C): the k × k window of the SAME-padded x at every pixel."""
+        before = (k - 1) // 2
+        padded = np.pad(x, ((0, 0), (before, k - 1 - before), (before, k - 1 - before), (0, 0)))
+        height, width = x.shape[1:3]
+        windows = [[padded[:, i : i + height, j : j + width] for j in range(k)] for i in range(k)]
+        return np.stack([np.stack(row, axis=3) for row in windows], axis=3)
+
+    def forward(self, theta, t):
+        x, onehot = self.batch(t)
+        caches, k_layers = [], sum(1 for name in theta if name.endswith("_offset")) - 1
+        for k in range(k_layers):
+            kernel = theta[f"conv{k}_W"]
+            if self.bug == "convolution, not cross-correlation":
+                kernel = kernel[::-1, ::-1]
+            cols = self.patches(x, kernel.shape[0])
+            z = np.einsum("nhwijc,ijcd->nhwd", cols, kernel)
+            normed, bn = self.batch_norm(z, theta[f"conv{k}_offset"])
+            a = np.maximum(normed, 0)
+            n, height, width, channels = a.shape
+            cropped = a[:, : height // 2 * 2, : width // 2 * 2]
+            blocks = cropped.reshape(n, height // 2, 2, width // 2, 2, channels)
+            pooled = blocks.max(axis=(2, 4))
+            caches.append((x.shape, cols, normed, bn, blocks, pooled))
+            x = pooled
+        flat = x.reshape(len(x), -1)
+        normed, bn = self.batch_norm(
+            flat @ theta["fc_W"] + theta.get("fc_b", 0), theta["fc_offset"]
+        )
+        hidden = np.maximum(normed, 0)
+        logits = hidden @ theta["out_W"] + theta["out_b"]
+        return caches, (flat, normed, bn, hidden), self.cross_entropy(logits, onehot)
+
+    def value(self, theta, t):
+        return self.forward(theta, t)[2][0]
+
+    def grad(self, theta, t):
+        caches, (flat, normed, bn, hidden), (_, dlogits) = self.forward(theta, t)
+        grads = {"out_W": hidden.T @ dlogits, "out_b": dlogits.sum(axis=0)}
+        dz, grads["fc_offset"] = self.batch_norm_backward(
+            (dlogits @ theta["out_W"].T) * (normed > 0), bn
+        )
+        grads["fc_W"] = flat.T @ dz
+        dx = (dz @ theta["fc_W"].T).reshape(caches[-1][-1].shape)
+        for k in reversed(range(len(caches))):
+            shape, cols, normed_k, bn_k, blocks, pooled = caches[k]
+            at_max = blocks == pooled[:, :, None, :, None, :]  # ties share the gradient
+            d_blocks = at_max * (dx / at_max.sum(axis=(2, 4)))[:, :, None, :, None, :]
+            d_act = np.zeros_like(normed_k)
+            n, h2, _, w2, _, c = blocks.shape
+            d_act[:, : 2 * h2, : 2 * w2] = d_blocks.reshape(n, 2 * h2, 2 * w2, c)
+            dz, grads[f"conv{k}_offset"] = self.batch_norm_backward(d_act * (normed_k > 0), bn_k)
+            grads[f"conv{k}_W"] = np.einsum("nhwijc,nhwd->ijcd", cols, dz)
+            if k:  # back through the padded windows to the layer's input
+                d_cols = np.einsum("nhwd,ijcd->nhwijc", dz, theta[f"conv{k}_W"])
+                dx = self.unpatch(d_cols, shape)
+        return grads
+
+    @staticmethod
+    def unpatch(d_cols, shape):
+        k, before = d_cols.shape[3], (d_cols.shape[3] - 1) // 2
+        n, height, width, c = shape
+        padded = np.zeros((n, height + k - 1, width + k - 1, c), d_cols.dtype)
+        for i in range(k):
+            for j in range(k):
+                padded[:, i : i + height, j : j + width] += d_cols[:, :, :, i, j]
+        return padded[:, before : before + height, before : before + width]
 
 
-def nested_phi(flat: dict) -> dict:
-    """{'all/lstm/0/W': a, ...} → {'all': {'lstm': [{'W': a}], 'head': {...}}}."""
-    phi = {}
-    for key, value in sorted(flat.items()):
-        group, part, *rest = key.split("/")
-        net = phi.setdefault(group, {"lstm": [], "head": {}})
-        if part == "head":
-            net["head"][rest[0]] = value
-        else:
-            layer = int(rest[0])
-            while len(net["lstm"]) <= layer:
-                net["lstm"].append({})
-            net["lstm"][layer][rest[1]] = value
-    return phi
+PROBLEMS = {"simple": Simple, "quadratic": Quadratic, "tiny-mlp": MLP, "tiny-conv": ConvNet}
+
+# every bug the candidate can plant; a test requires these to be exactly the manifest's claims
+PREPROCESSING_BUGS = (
+    "p = 5", "e^{-p} for e^p", "no small-gradient branch", "log 0", "no floor at −1",
+    "sign for the clip", "log part clipped at 1", "e^{-k} for e^k", "no ε in the log",
+    "Appendix A for LogAndSign",
+)  # fmt: skip
+CELL_BUGS = ("gate order", "no forget bias", "rows of W swapped")
+BUGS = (
+    *PREPROCESSING_BUGS, *CELL_BUGS,
+    "θ − g for θ + g", "meta-loss from t = 1", "θ reset at the cut", "Adam without bias correction",
+    "state zeroed at the cut", "f(θ_0) in the loss", "no stop-gradient", "stop-gradient",
+    "both bias gradients added", "meta-gradients accumulated", "PyTorch's Adam",
+    "weights one step early", "weights ignored", "cross-entropy summed over the minibatch",
+    "shared hidden state", "one buffer updated in place", "no output scale",
+    "f(θ_0) left out of the released loss", "one network for every tensor",
+    "unbiased batch variance", "convolution, not cross-correlation",
+    "RMSprop ε inside the square root", "RMSprop mean square started at ∇²",
+    "NAG gradient at θ", "PyTorch's Nesterov",
+)  # fmt: skip
+
+
+def buggy_preprocess(bug):
+    """ref.preprocess with one of PREPROCESSING_BUGS."""
+
+    def preprocess(g, name, param):
+        g = g.reshape(-1, 1)
+        if bug == "Appendix A for LogAndSign":
+            name, param = "appendix_a", 10.0
+        if bug == "p = 5":
+            param = 5.0
+        magnitude, small = np.abs(g), np.abs(g) < math.exp(-param)
+        if name == "appendix_a":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log = np.log(magnitude) / param
+            scale = math.exp(-param) if bug == "e^{-p} for e^p" else math.exp(param)
+            if bug == "no small-gradient branch":
+                return np.concatenate([log, np.sign(g)], axis=1)
+            if bug == "log 0":  # the branches blended by masks: log 0 · 0 = nan
+                return np.concatenate(
+                    [log * ~small + -1.0 * small, np.sign(g) * ~small + scale * g * small], axis=1
+                )
+            return np.concatenate(
+                [np.where(small, -1.0, log), np.where(small, scale * g, np.sign(g))], axis=1
+            )
+        eps = 0.0 if bug == "no ε in the log" else ref.LOG_EPS
+        with np.errstate(divide="ignore"):
+            log = np.log(magnitude + eps) / param
+        if bug != "no floor at −1":
+            log = np.maximum(log, -1.0)
+        if bug == "log part clipped at 1":
+            log = np.minimum(log, 1.0)
+        scale = math.exp(-param) if bug == "e^{-k} for e^k" else math.exp(param)
+        sign = np.sign(g) if bug == "sign for the clip" else np.clip(g * scale, -1, 1)
+        return np.concatenate([log, sign], axis=1).astype(g.dtype)
+
+    return preprocess
+
+
+def buggy_cell(bug):
+    """ref.cell_forward with one of CELL_BUGS."""
+    original = ref.cell_forward
+
+    def cell_forward(W, b, x, h, c):
+        H = h.shape[1]
+        if bug == "gate order":  # blocks i, f, g, o (PyTorch's) read as i, j, f, o
+            order = np.r_[0:H, 2 * H : 3 * H, H : 2 * H, 3 * H : 4 * H]
+            W, b = W[:, order], b[order]
+        if bug == "rows of W swapped":  # [h, x] W instead of [x, h] W
+            W = np.concatenate([W[-H:], W[:-H]])
+        forget_bias = 0.0 if bug == "no forget bias" else 1.0
+        return original(W, b, x, h, c, forget_bias)
+
+    return cell_forward
+
+
+def optimizer_config(entry, bug):
+    options = entry["optimizer"]
+    scale = 1.0 if bug == "no output scale" else options["output_scale"]
+    return OptimizerConfig(
+        tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"], scale
+    )
+
+
+def meta_weights(entry, bug):
+    weights = list(entry["weights"])
+    if bug in ("f(θ_0) in the loss", "f(θ_0) left out of the released loss"):
+        weights[0] = 1.0 - weights[0]
+    if bug == "meta-loss from t = 1":
+        weights[0] = 0.0
+    if bug == "weights one step early":  # w_{t+1} applied to f(θ_t)
+        weights = [*weights[1:], 0.0]
+    if bug == "weights ignored":
+        weights = [weights[0]] + [1.0] * (len(weights) - 1)
+    return weights
+
+
+def step(phi, groups, problem, config, theta, hidden, t, bug):
+    """One optimizee step, tensor by tensor: the stages it records, θ_{t+1} and the state."""
+    grads, stages, new_theta, new_hidden = problem.grad(theta, t), {}, dict(theta), {}
+    for name in theta:  # in the case's order of tensors
+        net, g = phi[groups[name]], grads[name]
+        x = ref.preprocess(np.asarray(g), config.preprocessing, config.preprocessing_param)
+        stages[f"grad/{name}"], stages[f"preprocessed/{name}"] = g, x
+        new_hidden[name] = []
+        for n, (layer, (h, c)) in enumerate(zip(net["lstm"], hidden[name], strict=True)):
+            h, c, _ = ref.cell_forward(layer["W"], layer["b"], x, h, c)
+            stages[f"lstm/{n}/c/{name}"], stages[f"lstm/{n}/h/{name}"] = c, h
+            new_hidden[name].append((h, c))
+            x = h
+        if bug == "one buffer updated in place":  # the state's rows are views of one buffer
+            for (h_rows, c_rows), (h, c) in zip(hidden[name], new_hidden[name], strict=True):
+                h_rows[...], c_rows[...] = h, c
+            new_hidden[name] = hidden[name]
+        update = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+        update = update.reshape(np.shape(g))
+        stages[f"update/{name}"] = update
+        new_theta[name] = theta[name] - update if bug == "θ − g for θ + g" else theta[name] + update
+    if bug == "shared hidden state":  # every tensor reads the state the first one wrote
+        first = next(iter(new_hidden.values()))
+        new_hidden = {
+            name: [(h[: np.size(theta[name])], c[: np.size(theta[name])]) for h, c in first]
+            for name in new_hidden
+        }
+    return stages, new_theta, new_hidden
+
+
+def start_state(theta, config, bug):
+    """Zero state for every tensor; with the bug "one buffer updated in place", every
+    tensor's rows are the first rows of one shared buffer."""
+    if bug != "one buffer updated in place":
+        return ref.zero_hidden(theta, config)
+    rows = max(np.size(v) for v in theta.values())
+    dtype = next(iter(theta.values())).dtype
+    buffer = [(np.zeros((rows, H), dtype), np.zeros((rows, H), dtype)) for H in config.layers]
+    return {
+        name: [(h[: np.size(v)], c[: np.size(v)]) for h, c in buffer] for name, v in theta.items()
+    }
 
 
 def flat_phi(phi: dict) -> dict:
@@ -117,115 +344,196 @@ def flat_phi(phi: dict) -> dict:
     return flat
 
 
-def swap_gates(phi: dict) -> dict:
-    """φ read with the gates in PyTorch's order i, f, g, o instead of i, j, f, o."""
-
-    def swap(a):
-        i, j, f, o = np.split(a, 4, axis=-1)
-        return np.concatenate([i, f, j, o], axis=-1)
-
-    return {
-        g: {**net, "lstm": [{k: swap(v) for k, v in layer.items()} for layer in net["lstm"]]}
-        for g, net in phi.items()
-    }
-
-
-def shared_rows(hidden: dict) -> dict:
-    """The bug of spec §6: every tensor's state read from the same rows of one buffer (an
-    offset never advanced), so a tensor sees the state another tensor just wrote."""
-    names = list(hidden)
-    for name in names[1:]:
-        n = len(hidden[name][0][0]) if hidden[name] else 0
-        hidden[name] = [(h0[:n], c0[:n]) for h0, c0 in hidden[names[0]]]
-    return hidden
+def nested_phi(flat: dict) -> dict:
+    """{'all/lstm/0/W': a, ...} → {'all': {'lstm': [{'W': a}], 'head': {...}}}."""
+    phi = {}
+    for key, value in sorted(flat.items()):
+        group, part, *rest = key.split("/")
+        net = phi.setdefault(group, {"lstm": [], "head": {}})
+        if part == "head":
+            net["head"][rest[0]] = value
+        else:
+            while len(net["lstm"]) <= int(rest[0]):
+                net["lstm"].append({})
+            net["lstm"][int(rest[0])][rest[1]] = value
+    return phi
 
 
-def run_case(entry: dict, arrays: dict, bug: str | None = None) -> dict:
-    """The stages of one case as this implementation computes them (first order only: for a
-    second-order case, the forward stages)."""
-    inputs = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith("input/problem/")}
-    theta0 = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith("input/theta0/")}
-    phi = nested_phi(
-        {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith("input/phi/")}
+def adam(params, grads, state, lr, beta1, beta2, eps, bug=None):
+    """Torch7 adam on dicts of arrays (ε added to sqrt(v)); state (m, v, n)."""
+    m, v, n = state or (
+        {k: 0 * g for k, g in grads.items()},
+        {k: 0 * g for k, g in grads.items()},
+        0,
     )
-    problem = PROBLEMS[entry["problem"]["name"]](inputs, theta0)
-    options = entry["optimizer"]
-    config = OptimizerConfig(
-        tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"],
-        options["output_scale"],
-    )  # fmt: skip
-    weights = list(entry["weights"])
-    if bug == "p = 5":
-        config = replace(config, preprocessing_param=5.0)
-    if bug == "no output scale":
-        config = replace(config, output_scale=1.0)
-    if bug == "f(θ_0) in the loss":
-        weights[0] = 1.0
-    adam = entry["meta_adam"]
-    groups, T = entry["groups"], entry["unroll"]
+    n += 1
+    m = {k: beta1 * m[k] + (1 - beta1) * g for k, g in grads.items()}
+    v = {k: beta2 * v[k] + (1 - beta2) * g * g for k, g in grads.items()}
+    new = {}
+    for k in params:
+        if bug == "PyTorch's Adam":  # ε added to the bias-corrected sqrt(v̂)
+            denominator = np.sqrt(v[k] / (1 - beta2**n)) + eps
+            new[k] = params[k] - lr / (1 - beta1**n) * m[k] / denominator
+        elif bug == "Adam without bias correction":
+            new[k] = params[k] - lr * m[k] / (np.sqrt(v[k]) + eps)
+        else:
+            new[k] = params[k] - lr * math.sqrt(1 - beta2**n) / (1 - beta1**n) * m[k] / (
+                np.sqrt(v[k]) + eps
+            )
+    return new, (m, v, n)
 
-    out = {"loss": [problem.value(theta0, 0)], **{f"theta/{k}": [v] for k, v in theta0.items()}}
+
+def run_meta_case(entry, arrays, bug, dtype):
+    inputs = {k.removeprefix("input/"): v for k, v in arrays.items() if k.startswith("input/")}
+    cast = lambda a: a.astype(dtype) if a.dtype.kind == "f" else a  # noqa: E731
+    data = {k.split("/", 1)[1]: cast(v) for k, v in inputs.items() if k.startswith("problem/")}
+    theta = {k.split("/", 1)[1]: cast(v) for k, v in inputs.items() if k.startswith("theta0/")}
+    flat = {k.split("/", 1)[1]: cast(v) for k, v in inputs.items() if k.startswith("phi/")}
+    problem = PROBLEMS[entry["problem"]["name"]](data, bug)
+    config, weights = optimizer_config(entry, bug), meta_weights(entry, bug)
+    groups = dict(entry["groups"])
+    if bug == "one network for every tensor":
+        groups = dict.fromkeys(groups, "fc")
+    second_order = entry["second_order"] != (bug in ("no stop-gradient", "stop-gradient"))
+    T, meta_adam = entry["unroll"], entry["meta_adam"]
+
+    out = {"loss": [problem.value(theta, 0)], **{f"theta/{k}": [v] for k, v in theta.items()}}
 
     def add(key, value):
         out.setdefault(key, []).append(value)
 
-    theta = theta0
-    hidden = {
-        name: [(np.zeros((x.size, H)), np.zeros((x.size, H))) for H in config.layers]
-        for name, x in theta0.items()
-    }
-    m = v = None
+    hidden = start_state(theta, config, bug)
+    state, previous = None, None
     for k in range(entry["unrolls"]):
-        net = swap_gates(phi) if bug == "gate order" else phi
-        if bug == "state zeroed at the cut":
-            hidden = {name: [(0 * h, 0 * c) for h, c in s] for name, s in hidden.items()}
-        start_theta, start_hidden = theta, hidden
-        for t in range(k * T, (k + 1) * T):  # one step at a time, to record every stage
-            if bug == "shared hidden state":
-                hidden = shared_rows(hidden)
-            _, losses, theta, hidden, grads, caches = ref.run(
-                net, groups, problem, config, [0.0, 0.0], hidden, t0=t, theta=theta
-            )
-            for name, g in grads[0].items():
-                layer_caches, _, preprocessed, update = caches[0][name]
-                add(f"grad/{name}", g)
-                add(f"preprocessed/{name}", preprocessed)
-                for n, (_, _, _, _, o, _, c) in enumerate(layer_caches):
-                    add(f"lstm/{n}/c/{name}", c)
-                    add(f"lstm/{n}/h/{name}", o * np.tanh(c))
-                add(f"update/{name}", update.reshape(np.shape(g)))
-                add(f"theta/{name}", theta[name])
-            add("loss", losses[1])
-        add("meta_loss", sum(w * f for w, f in zip(weights, out["loss"][k * T :], strict=True)))
-        if entry["second_order"]:
-            continue
-        grad = ref.first_order_meta_gradient(
-            net, groups, problem, config, weights, theta=start_theta, hidden=start_hidden, t0=k * T
-        )
-        if bug == "gate order":
-            grad = swap_gates(grad)  # back to the i, j, f, o layout of the vectors
-        flat_grad, flat = flat_phi(grad), flat_phi(phi)
-        m = m or {key: 0 * g for key, g in flat_grad.items()}
-        v = v or {key: 0 * g for key, g in flat_grad.items()}
-        b1, b2, eps = adam["beta1"], adam["beta2"], adam["eps"]
-        step = adam["lr"] * (1 - b2 ** (k + 1)) ** 0.5 / (1 - b1 ** (k + 1))
-        for key, g in flat_grad.items():  # Torch7 adam
-            m[key] = b1 * m[key] + (1 - b1) * g
-            v[key] = b2 * v[key] + (1 - b2) * g * g
-            if bug == "PyTorch's Adam":  # ε added to the bias-corrected sqrt(v̂)
-                v_hat = v[key] / (1 - b2 ** (k + 1))
-                flat[key] = flat[key] - adam["lr"] / (1 - b1 ** (k + 1)) * m[key] / (
-                    np.sqrt(v_hat) + eps
-                )
-            else:
-                flat[key] = flat[key] - step * m[key] / (np.sqrt(v[key]) + eps)
-            add(f"meta_grad/{key}", g)
-            add(f"phi/{key}", flat[key])
         phi = nested_phi(flat)
-    return {key: np.stack([np.asarray(x, dtype=float) for x in vals]) for key, vals in out.items()}
+        if bug == "state zeroed at the cut":
+            hidden = ref.zero_hidden(theta, config)
+        start_theta, start_hidden = theta, hidden
+        if bug == "θ reset at the cut":
+            theta = start_theta = {name: out[f"theta/{name}"][0] for name in theta}
+        losses = [problem.value(theta, k * T)]
+        for t in range(k * T, (k + 1) * T):
+            stages, theta, hidden = step(phi, groups, problem, config, theta, hidden, t, bug)
+            for key, value in stages.items():
+                add(key, value)
+            losses.append(problem.value(theta, t + 1))
+            for name, value in theta.items():
+                add(f"theta/{name}", value)
+            add("loss", losses[-1])
+        add("meta_loss", sum(w * f for w, f in zip(weights, losses, strict=True)))
+        grad = flat_phi(
+            ref.meta_gradient(
+                phi, groups, problem, config, weights, start_theta, start_hidden, k * T,
+                second_order,
+            )
+        )  # fmt: skip
+        if bug == "both bias gradients added":
+            grad = {
+                key: 2 * g if "/lstm/" in key and key.endswith("/b") else g
+                for key, g in grad.items()
+            }
+        if bug == "meta-gradients accumulated" and previous is not None:
+            grad = {key: g + previous[key] for key, g in grad.items()}
+        previous = grad
+        flat, state = adam(
+            flat, grad, state, meta_adam["lr"], meta_adam["beta1"], meta_adam["beta2"],
+            meta_adam["eps"], bug,
+        )  # fmt: skip
+        for key in grad:
+            add(f"meta_grad/{key}", grad[key])
+            add(f"phi/{key}", flat[key])
+    return out
 
 
-def write_candidate(vectors: Path, out: Path, bug: str | None = None, cases=None) -> Path:
+def run_baselines_case(entry, arrays, bug, dtype):
+    data = {
+        k.split("/", 2)[2]: v.astype(dtype) if v.dtype.kind == "f" else v
+        for k, v in arrays.items()
+        if k.startswith("input/problem/")
+    }
+    theta0 = {
+        k.split("/", 2)[2]: v.astype(dtype)
+        for k, v in arrays.items()
+        if k.startswith("input/theta0/")
+    }
+    problem = PROBLEMS[entry["problem"]["name"]](data, bug)
+    out = {}
+    for name, settings in entry["baselines"].items():
+        lr, theta = settings["lr"], dict(theta0)
+        memory = {k: 0 * v for k, v in theta.items()}  # mean square, velocity
+        moments = None
+
+        def add(part, tree, name=name):
+            for tensor, value in tree.items():
+                out.setdefault(f"baseline/{name}/{part}/{tensor}", []).append(value)
+
+        for t in range(entry["steps"] + 1):
+            add("theta", theta)
+            out.setdefault(f"baseline/{name}/loss", []).append(problem.value(theta, t))
+            if t == entry["steps"]:
+                break
+            if name == "NAG":
+                mu = settings["momentum"]
+                ahead = theta if bug == "NAG gradient at θ" else {
+                    k: theta[k] + mu * memory[k] for k in theta
+                }  # fmt: skip
+                g = problem.grad(ahead, t)
+                if bug == "PyTorch's Nesterov":  # buf ← μ buf + ∇;  θ ← θ − lr (∇ + μ buf)
+                    memory = {k: mu * memory[k] + g[k] for k in theta}
+                    theta = {k: theta[k] - lr * (g[k] + mu * memory[k]) for k in theta}
+                else:
+                    memory = {k: mu * memory[k] - lr * g[k] for k in theta}
+                    theta = {k: theta[k] + memory[k] for k in theta}
+                add("grad", g)
+                add("velocity", memory)
+                continue
+            g = problem.grad(theta, t)
+            add("grad", g)
+            if name == "SGD":
+                theta = {k: theta[k] - lr * g[k] for k in theta}
+            elif name == "RMSprop":
+                alpha, eps = settings["alpha"], settings["eps"]
+                if bug == "RMSprop mean square started at ∇²" and t == 0:
+                    memory = {k: g[k] * g[k] for k in theta}
+                else:
+                    memory = {k: alpha * memory[k] + (1 - alpha) * g[k] * g[k] for k in theta}
+                if bug == "RMSprop ε inside the square root":
+                    theta = {k: theta[k] - lr * g[k] / np.sqrt(memory[k] + eps) for k in theta}
+                else:
+                    theta = {k: theta[k] - lr * g[k] / (np.sqrt(memory[k]) + eps) for k in theta}
+                add("mean_square", memory)
+            else:  # Adam
+                theta, moments = adam(
+                    theta,
+                    g,
+                    moments,
+                    lr,
+                    settings["beta1"],
+                    settings["beta2"],
+                    settings["eps"],
+                    bug,
+                )
+                add("m", moments[0])
+                add("v", moments[1])
+    return out
+
+
+def run_case(entry: dict, arrays: dict, bug: str | None = None, dtype="float64") -> dict:
+    """Every stage of one case as this implementation computes it."""
+    with ExitStack() as stack:
+        if bug in PREPROCESSING_BUGS:
+            stack.enter_context(mock.patch.object(ref, "preprocess", buggy_preprocess(bug)))
+        if bug in CELL_BUGS:
+            stack.enter_context(mock.patch.object(ref, "cell_forward", buggy_cell(bug)))
+        stack.enter_context(np.errstate(all="ignore"))
+        run = run_meta_case if entry["kind"] == "meta" else run_baselines_case
+        out = run(entry, arrays, bug, np.dtype(dtype))
+    return {key: np.stack([np.asarray(x, dtype=dtype) for x in vals]) for key, vals in out.items()}
+
+
+def write_candidate(
+    vectors: Path, out: Path, bug: str | None = None, cases=None, dtype: str = "float64"
+) -> Path:
     """Run every (or the named) case of `vectors` and write a candidate folder."""
     manifest = json.loads((vectors / "manifest.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +543,7 @@ def write_candidate(vectors: Path, out: Path, bug: str | None = None, cases=None
             continue
         with np.load(vectors / entry["file"], allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-        (out / entry["file"]).write_bytes(npz_bytes(run_case(entry, arrays, bug)))
+        (out / entry["file"]).write_bytes(npz_bytes(run_case(entry, arrays, bug, dtype)))
         names.append(entry["name"])
     candidate = {"format": FORMAT, "version": VERSION, "cases": names}
     (out / "manifest.json").write_text(json.dumps(candidate))
