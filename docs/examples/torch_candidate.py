@@ -1,11 +1,12 @@
 """A PyTorch implementation of the method that writes a candidate for `l2l-ref verify`.
 
 It reads only the reference vectors (manifest.json and the .npz files; docs/vectors.md) and
-uses nothing of l2l-ref: a worked example of docs/verifying.md. First-order cases only (the
-paper's stop-gradient on ∇_t); for the second-order case it writes the forward stages.
+uses nothing of l2l-ref: a worked example of docs/verifying.md. Every case: first and second
+order (the paper's stop-gradient on ∇_t, or not), the conv net with its two networks, and the
+four baselines.
 
     python torch_candidate.py VECTORS_DIR OUT_DIR
-    l2l-ref verify OUT_DIR --vectors VECTORS_DIR
+    l2l-ref verify OUT_DIR
 """
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional
 
 torch.set_default_dtype(torch.float64)
 
@@ -32,6 +34,12 @@ def preprocess(grad, name, p):
     return torch.cat([log, (grad * math.exp(p)).clamp(-1.0, 1.0)], dim=1)
 
 
+def batch_norm(x, offset, dims):
+    """Normalised with the minibatch's mean and biased variance, ε 0.001, plus an offset."""
+    centred = x - x.mean(dim=dims, keepdim=True)
+    return centred / (centred.pow(2).mean(dim=dims, keepdim=True) + 1e-3).sqrt() + offset
+
+
 def make_loss(problem, data):
     """f(θ, t) of the case's optimizee, from its data (docs/vectors.md, 'The optimizees')."""
     data = {k: torch.from_numpy(v) for k, v in data.items()}
@@ -41,15 +49,36 @@ def make_loss(problem, data):
         W, y = data["W"], data["y"]
         return lambda theta, t: ((W @ theta["x"][..., None])[..., 0] - y).pow(2).sum(1).mean()
 
-    def mlp(theta, t):
+    def minibatch(t):
         chosen = data["indices"][t]
-        a, layers = data["images"][chosen], len(theta) // 2
+        return data["images"][chosen], data["labels"][chosen]
+
+    def mlp(theta, t):
+        a, labels = minibatch(t)
+        layers = len(theta) // 2
         for k in range(layers):
             a = a @ theta[f"W{k}"] + theta[f"b{k}"]
             a = torch.sigmoid(a) if k < layers - 1 else a
-        return torch.nn.functional.cross_entropy(a, data["labels"][chosen])
+        return functional.cross_entropy(a, labels)
 
-    return mlp
+    def conv(theta, t):
+        images, labels = minibatch(t)
+        x = images.permute(0, 3, 1, 2)  # NHWC → NCHW
+        k = 0
+        while f"conv{k}_W" in theta:
+            kernel = theta[f"conv{k}_W"].permute(3, 2, 0, 1)  # (k, k, in, out) → (out, in, k, k)
+            size = kernel.shape[-1]
+            x = functional.conv2d(
+                functional.pad(x, ((size - 1) // 2, size // 2) * 2), kernel
+            )  # SAME
+            x = batch_norm(x, theta[f"conv{k}_offset"][:, None, None], (0, 2, 3))
+            x = functional.max_pool2d(functional.relu(x), 2)
+            k += 1
+        x = x.permute(0, 2, 3, 1).reshape(len(x), -1)  # flattened in N, h, w, C order
+        x = functional.relu(batch_norm(x @ theta["fc_W"], theta["fc_offset"], (0,)))
+        return functional.cross_entropy(x @ theta["out_W"] + theta["out_b"], labels)
+
+    return {"tiny-mlp": mlp, "tiny-conv": conv}[problem]
 
 
 # the vectors' gate blocks are i, j, f, o; PyTorch's are i, f, g(= j), o
@@ -99,31 +128,54 @@ def meta_gradient_in_vector_layout(nets, layers, n_in):
     return grads
 
 
-def run_case(entry, arrays):
+class Torch7Adam:
+    """Adam as Torch7's optim computes it: ε added to sqrt(v), not to the bias-corrected one."""
+
+    def __init__(self, lr, beta1, beta2, eps):
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self.m, self.v, self.n = {}, {}, 0
+
+    def step(self, params, grads):
+        self.n += 1
+        b1, b2 = self.beta1, self.beta2
+        size = self.lr * math.sqrt(1 - b2**self.n) / (1 - b1**self.n)
+        for key, g in grads.items():
+            self.m[key] = b1 * self.m.get(key, 0 * g) + (1 - b1) * g
+            self.v[key] = b2 * self.v.get(key, 0 * g) + (1 - b2) * g * g
+            params[key] = params[key] - size * self.m[key] / (self.v[key] ** 0.5 + self.eps)
+        return params
+
+
+def inputs(arrays, prefix):
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def run_meta_case(entry, arrays):
     opt = entry["optimizer"]
     layers, name, p = opt["layers"], opt["preprocessing"], opt["preprocessing_param"]
     n_in = 1 if name == "identity" else 2
-
-    def inputs(prefix):
-        return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-    f = make_loss(entry["problem"]["name"], inputs("input/problem/"))
-    phi = inputs("input/phi/")
-    theta = {k: torch.from_numpy(v) for k, v in inputs("input/theta0/").items()}
+    f = make_loss(entry["problem"]["name"], inputs(arrays, "input/problem/"))
+    phi = inputs(arrays, "input/phi/")
+    theta0 = inputs(arrays, "input/theta0/")
+    theta = {k: torch.from_numpy(theta0[k]) for k in entry["tensors"]}  # the case's order
     hidden = {k: [(torch.zeros(x.numel(), H),) * 2 for H in layers] for k, x in theta.items()}
     out = {"loss": [f(theta, 0).item()], **{f"theta/{k}": [x.numpy()] for k, x in theta.items()}}
     record = lambda key, value: out.setdefault(key, []).append(value.detach().numpy().copy())  # noqa: E731
-    T, weights, adam = entry["unroll"], entry["weights"], entry["meta_adam"]
-    m = v = None
+    T, weights, second_order = entry["unroll"], entry["weights"], entry["second_order"]
+    adam = Torch7Adam(**entry["meta_adam"])
     for k in range(entry["unrolls"]):
         nets = build_networks(phi, layers, n_in)
         losses = [f(theta, k * T)]
         for t in range(k * T, (k + 1) * T):
-            point = {name: x.detach().requires_grad_() for name, x in theta.items()}
-            grads = torch.autograd.grad(f(point, t), list(point.values()))
-            grads = dict(zip(point, grads, strict=True))
-            new_theta = {}
-            for tensor, grad in grads.items():  # ∇_t is a constant: the paper's stop-gradient
+            if second_order:  # ∇_t a function of φ through θ_t
+                point = {n: x if x.requires_grad else x.requires_grad_() for n, x in theta.items()}
+            else:  # the paper's stop-gradient: ∇_t a constant
+                point = {n: x.detach().requires_grad_() for n, x in theta.items()}
+            grads = torch.autograd.grad(
+                f(point, t), list(point.values()), create_graph=second_order
+            )
+            theta, new_theta = point if second_order else theta, {}
+            for tensor, grad in zip(point, grads, strict=True):
                 cells, head = nets[entry["groups"][tensor]]
                 x = preprocess(grad.reshape(-1, 1), name, p)
                 record(f"grad/{tensor}", grad)
@@ -145,23 +197,65 @@ def run_case(entry, arrays):
                 record(f"theta/{tensor}", x)
         L = sum(w * loss for w, loss in zip(weights, losses, strict=True))
         out.setdefault("meta_loss", []).append(L.item())
-        if not entry["second_order"]:
-            L.backward()
-            grad = meta_gradient_in_vector_layout(nets, layers, n_in)
-            m = m or {key: 0 * g for key, g in grad.items()}
-            v = v or {key: 0 * g for key, g in grad.items()}
-            b1, b2, eps = adam["beta1"], adam["beta2"], adam["eps"]
-            step = adam["lr"] * math.sqrt(1 - b2 ** (k + 1)) / (1 - b1 ** (k + 1))
-            for key, g in grad.items():  # Torch7 Adam: ε added to sqrt(v)
-                m[key] = b1 * m[key] + (1 - b1) * g
-                v[key] = b2 * v[key] + (1 - b2) * g * g
-                phi[key] = phi[key] - step * m[key] / (np.sqrt(v[key]) + eps)
-                out.setdefault(f"meta_grad/{key}", []).append(g)
-                out.setdefault(f"phi/{key}", []).append(phi[key])
+        L.backward()
+        grad = meta_gradient_in_vector_layout(nets, layers, n_in)
+        phi = adam.step(phi, grad)
+        for key in sorted(grad):
+            out.setdefault(f"meta_grad/{key}", []).append(grad[key])
+            out.setdefault(f"phi/{key}", []).append(phi[key])
         # truncation: values cross into the next unroll, gradients do not
-        theta = {name: x.detach() for name, x in theta.items()}
-        hidden = {name: [(h.detach(), c.detach()) for h, c in s] for name, s in hidden.items()}
-    return {key: np.stack([np.asarray(x) for x in values]) for key, values in out.items()}
+        theta = {n: x.detach() for n, x in theta.items()}
+        hidden = {n: [(h.detach(), c.detach()) for h, c in s] for n, s in hidden.items()}
+    return out
+
+
+def run_baselines_case(entry, arrays):
+    f = make_loss(entry["problem"]["name"], inputs(arrays, "input/problem/"))
+    theta0 = inputs(arrays, "input/theta0/")
+    out = {}
+
+    def gradient(theta, t):
+        point = {k: torch.from_numpy(v).requires_grad_() for k, v in theta.items()}
+        grads = torch.autograd.grad(f(point, t), list(point.values()))
+        return {k: g.numpy() for k, g in zip(point, grads, strict=True)}
+
+    for name, s in entry["baselines"].items():
+        theta = {k: theta0[k].copy() for k in entry["tensors"]}
+        memory = {k: 0 * v for k, v in theta.items()}  # RMSprop's mean square, NAG's velocity
+        adam = Torch7Adam(s["lr"], s.get("beta1"), s.get("beta2"), s.get("eps"))
+
+        def add(part, tree, name=name):
+            for tensor, value in tree.items():
+                out.setdefault(f"baseline/{name}/{part}/{tensor}", []).append(value.copy())
+
+        for t in range(entry["steps"] + 1):
+            add("theta", theta)
+            point = {k: torch.from_numpy(v) for k, v in theta.items()}
+            out.setdefault(f"baseline/{name}/loss", []).append(f(point, t).item())
+            if t == entry["steps"]:
+                break
+            if name == "NAG":  # ∇ at θ + μv;  v ← μv − lr ∇;  θ ← θ + v
+                g = gradient({k: theta[k] + s["momentum"] * memory[k] for k in theta}, t)
+                memory = {k: s["momentum"] * memory[k] - s["lr"] * g[k] for k in theta}
+                theta = {k: theta[k] + memory[k] for k in theta}
+                add("grad", g)
+                add("velocity", memory)
+                continue
+            g = gradient(theta, t)
+            add("grad", g)
+            if name == "SGD":
+                theta = {k: theta[k] - s["lr"] * g[k] for k in theta}
+            elif name == "RMSprop":  # m ← αm + (1 − α)∇²;  θ ← θ − lr ∇/(sqrt(m) + ε)
+                memory = {k: s["alpha"] * memory[k] + (1 - s["alpha"]) * g[k] ** 2 for k in theta}
+                theta = {
+                    k: theta[k] - s["lr"] * g[k] / (memory[k] ** 0.5 + s["eps"]) for k in theta
+                }
+                add("mean_square", memory)
+            else:
+                theta = adam.step(theta, g)
+                add("m", adam.m)
+                add("v", adam.v)
+    return out
 
 
 def main(vectors, out):
@@ -170,9 +264,11 @@ def main(vectors, out):
     manifest = json.loads((vectors / "manifest.json").read_text())
     for entry in manifest["cases"]:
         with np.load(vectors / entry["file"], allow_pickle=False) as npz:
-            np.savez(out / entry["file"], **run_case(entry, dict(npz)))
+            run = run_meta_case if entry["kind"] == "meta" else run_baselines_case
+            stages = run(entry, dict(npz))
+        np.savez(out / entry["file"], **{k: np.stack(v) for k, v in stages.items()})
     names = [entry["name"] for entry in manifest["cases"]]
-    candidate = {"format": "l2l-ref-vectors", "version": 1, "cases": names}
+    candidate = {"format": "l2l-ref-vectors", "version": 2, "cases": names}
     (out / "manifest.json").write_text(json.dumps(candidate))
 
 
