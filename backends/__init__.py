@@ -4,7 +4,7 @@ Every array the program computes with is created through a backend: problems and
 parameters are drawn on the host with a seeded NumPy generator and moved to the device once
 (`backend.asarray`), so the same seed gives the same numbers on every backend; results come
 back through `backend.to_host`. The model code in `l2l_ref/` only ever calls `autograd.numpy`,
-which dispatches to the arrays' own library; `backends.autograd_device` teaches autograd to
+which dispatches to the arrays' own library; `l2l_ref.backends.autograd_device` teaches autograd to
 differentiate device arrays.
 
 A backend is a module with:
@@ -18,12 +18,13 @@ import contextlib
 import importlib
 from types import ModuleType
 
-from backends import autograd_device
+from l2l_ref.backends import autograd_device
+from l2l_ref.errors import L2LError
 
-BACKENDS = {"numpy": "backends.numpy_backend", "cupy": "backends.cupy_backend"}
+BACKENDS = {"numpy": "l2l_ref.backends.numpy_backend", "cupy": "l2l_ref.backends.cupy_backend"}
 
 
-class BackendError(RuntimeError):
+class BackendError(L2LError):
     """A backend was asked for that this machine cannot serve."""
 
 

@@ -6,8 +6,8 @@ sees no GPU: selecting cupy never falls back to NumPy.
 
 import numpy
 
-from backends import BackendError
-from backends.autograd_device import DeviceSupportError, register_array_type
+from l2l_ref.backends import BackendError
+from l2l_ref.backends.autograd_device import DeviceSupportError, register_array_type
 
 try:
     import cupy

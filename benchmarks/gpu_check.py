@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as onp
 from meta_step import one_meta_step, synthetic_mlp
 
-from backends import BackendError, get_backend
+from l2l_ref.backends import BackendError, get_backend
 from l2l_ref.problems import quadratic
 
 ROOT = Path(__file__).resolve().parent.parent

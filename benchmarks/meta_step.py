@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as onp
 
-from backends import get_backend
+from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch

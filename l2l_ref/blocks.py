@@ -20,10 +20,14 @@ from itertools import pairwise
 
 import numpy as onp
 
+from l2l_ref.errors import ConfigError
+
 # half the L2 cache of a core of the development machine (1 MiB), for the gates of one block
 BLOCK_BYTES = 2**19
-# the functions that set the calling thread's BLAS thread count (OpenBLAS ≥ 0.3.27, MKL)
+# the functions that set the calling thread's BLAS thread count (OpenBLAS ≥ 0.3.27, MKL), and
+# the process's
 _BLAS_LOCAL_THREADS = ("openblas_set_num_threads_local", "MKL_Set_Num_Threads_Local")
+_BLAS_THREADS = ("openblas_set_num_threads", "MKL_Set_Num_Threads")
 
 
 def row_blocks(array, row_bytes: int) -> list[slice]:
@@ -45,8 +49,8 @@ def run_blocks(work: Callable[[slice], object], blocks: list[slice]) -> list:
     return list(pool.map(work, blocks))
 
 
-def _blas_local_setter() -> Callable[[int], object] | None:
-    """The loaded BLAS library's thread-local thread-count setter, if it has one (Linux)."""
+def _blas_function(names: tuple[str, ...]) -> Callable | None:
+    """The first of `names` that the loaded BLAS library exports, if any (Linux)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "blas" in line.lower() or "mkl" in line}
@@ -57,10 +61,18 @@ def _blas_local_setter() -> Callable[[int], object] | None:
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for name in _BLAS_LOCAL_THREADS:
+        for name in names:
             if hasattr(library, name):
                 return getattr(library, name)
     return None
+
+
+def set_blas_threads(threads: int) -> None:
+    """The number of threads BLAS uses in this process (a search's worker shares the cores
+    out); nothing where the library cannot be found."""
+    setter = _blas_function(_BLAS_THREADS)
+    if setter is not None:
+        setter(threads)
 
 
 def thread_count() -> int:
@@ -72,7 +84,7 @@ def thread_count() -> int:
         except AttributeError:  # not on Linux
             return os.cpu_count() or 1
     if not setting.isdigit() or int(setting) < 1:
-        raise ValueError(f"L2L_REF_THREADS must be a positive integer, not {setting!r}")
+        raise ConfigError(f"L2L_REF_THREADS must be a positive integer, not {setting!r}")
     return int(setting)
 
 
@@ -82,7 +94,7 @@ def _pool() -> ThreadPoolExecutor | None:
     the blocks run in the calling thread: workers whose matrix products each start all BLAS
     threads run slower than one."""
     threads = thread_count()
-    setter = _blas_local_setter()
+    setter = _blas_function(_BLAS_LOCAL_THREADS)
     if threads < 2 or setter is None:
         return None
     return ThreadPoolExecutor(threads, "l2l-ref-rows", initializer=setter, initargs=(1,))

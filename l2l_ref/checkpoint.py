@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.lstm import OptimizerConfig, init_network
 from l2l_ref.tree import flatten, unflatten_like
 
-FORMAT, VERSION = "l2l-ref-checkpoint", 1
+FORMAT, VERSION = "l2l-ref-checkpoint", 2  # 2: with the tensor → network assignment
 
 
-class CheckpointError(ValueError):
+class CheckpointError(L2LError):
     """A checkpoint that cannot be used, with the reason."""
 
 
@@ -41,14 +42,18 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def save(path: Path, phi_host: dict, optimizer: OptimizerConfig, metadata: dict) -> None:
-    """Write φ (host arrays) with its optimizer configuration and `metadata` to `path`."""
+def save(
+    path: Path, phi_host: dict, networks: dict, optimizer: OptimizerConfig, metadata: dict
+) -> None:
+    """Write φ (host arrays), which network serves each optimizee tensor (`networks`), the
+    optimizer configuration and `metadata` to `path`."""
     arrays = {f"phi/{key}": onp.asarray(value) for key, value in flatten(phi_host).items()}
     header = {
         "format": FORMAT,
         "version": VERSION,
         "optimizer": asdict(optimizer),
         "groups": sorted(phi_host),
+        "networks": networks,
         **metadata,
     }
     arrays["metadata"] = onp.array(json.dumps(header))
@@ -73,15 +78,24 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
     try:
         header = json.loads(str(arrays.pop("metadata")))
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
-            raise CheckpointError(f"{path}: not an {FORMAT} version {VERSION} file")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not an {FORMAT} file")
+        if header.get("version") != VERSION:
+            raise CheckpointError(
+                f"{path}: {FORMAT} version {header.get('version')!r}; this l2l-ref reads "
+                f"version {VERSION} (earlier checkpoints lack the tensor → network assignment)"
+            )
         config = OptimizerConfig(
             **{**header["optimizer"], "layers": tuple(header["optimizer"]["layers"])}
         )
-        groups = header["groups"]
+        groups, networks = header["groups"], header["networks"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise TypeError(f"groups is {groups!r}, not a list of names")
+        if not isinstance(networks, dict) or not set(networks.values()) <= set(groups):
+            raise TypeError(f"networks is {networks!r}, not tensors mapped to {groups}")
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path}: bad metadata ({error})") from None
 
     template = {group: init_network(onp.random.default_rng(0), config) for group in groups}

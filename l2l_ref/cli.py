@@ -1,25 +1,28 @@
-"""The command line: `l2l-ref train`, `evaluate`, `plot`, `vectors export` and `verify`.
+"""The command line: `l2l-ref train`, `evaluate`, `search`, `report`, `plot`, `vectors export`
+and `verify`. It parses and prints; runs, documents and files are made by the modules.
 
-Bad input ends with one line on stderr and exit code 2; a meta-loss that overflows stops
-training with exit code 1 and leaves the last good checkpoint on disk.
+Bad input ends with one line on stderr and exit code 2 (every l2l_ref.errors.L2LError); a
+meta-loss that overflows stops training with exit code 1 and leaves the last good checkpoint.
 """
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as onp
 from tqdm import tqdm
 
-from backends import BACKENDS, BackendError, get_backend
-from l2l_ref import blocks, checkpoint, plot, presets, vectors, verify
+from l2l_ref import blocks, checkpoint, plot, presets, report, run, search, vectors, verify
+from l2l_ref.backends import BACKENDS
 from l2l_ref.baselines import LEARNING_RATES
-from l2l_ref.datasets import DEFAULT_DATA_DIR, DatasetError
-from l2l_ref.evaluate import evaluate, table, write_json
-from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, assign_networks, meta_train
-from l2l_ref.problems import ACTIVATIONS, PROBLEMS, make_problem
+from l2l_ref.datasets import DEFAULT_DATA_DIR
+from l2l_ref.errors import L2LError
+from l2l_ref.evaluate import table, write_json
+from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
+from l2l_ref.problems import ACTIVATIONS, PROBLEMS
 from l2l_ref.tree import tree_map
 
 # The main job's built-in default: the paper's quadratic family, sized to finish in under
@@ -28,8 +31,8 @@ DEFAULT_EPOCHS = 400
 DEFAULT_TEST_PROBLEMS = 32
 
 
-class UsageError(Exception):
-    """Bad input: reported in one line with exit code 2."""
+class UsageError(L2LError):
+    """Bad command-line input."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,15 +71,34 @@ def learning_rates(text: str) -> tuple[float, ...]:
     return rates
 
 
+def seed_list(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]: distinct non-negative integers."""
+    seeds = [at_least(0)(part) for part in text.split(",")]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text}")
+    return seeds
+
+
+def rate_range(text: str) -> tuple[float, float]:
+    """'0.01,0.3' -> (0.01, 0.3), with 0 < LO ≤ HI."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI, got {text}")
+    low, high = (float(part) for part in parts)
+    if not 0 < low <= high < float("inf"):
+        raise argparse.ArgumentTypeError(f"need 0 < LO ≤ HI, got {text}")
+    return low, high
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="l2l-ref", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    def common(sub):
+    def comparison(sub):
         sub.add_argument(
             "--backend", default="numpy", help=f"array backend ({', '.join(BACKENDS)})"
         )
-        sub.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+        sub.add_argument("--dtype", default="float64", choices=run.DTYPES)
         sub.add_argument(
             "--test-problems",
             type=at_least(2),
@@ -105,29 +127,64 @@ def build_parser() -> Parser:
         sub.add_argument("--classes", type=at_least(2), help="cifar: keep labels below this")
         sub.add_argument("--batch", type=positive_int, help="mnist, cifar: minibatch size (128)")
 
+    def training(sub):
+        sub.add_argument("--problem", default="quadratic", choices=tuple(PROBLEMS))
+        sub.add_argument("--preset", default="paper", choices=presets.PRESETS)
+        sub.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS)
+        sub.add_argument("--steps", type=positive_int, default=100, help="optimizee steps per run")
+        sub.add_argument(
+            "--unroll", type=positive_int, default=20, help="steps per truncated unroll"
+        )
+        sub.add_argument("--layers", type=layer_sizes, help="LSTM units per layer, e.g. 20,20")
+        sub.add_argument(
+            "--eval-every",
+            type=positive_int,
+            default=25,
+            help="epochs between validations (early stopping)",
+        )
+        sub.add_argument(
+            "--meta-lr-schedule", choices=tuple(SCHEDULES), help="(the preset's default)"
+        )
+        sub.add_argument(
+            "--second-order", action="store_true", help="keep ∂∇_t/∂φ (exact second derivatives)"
+        )
+        comparison(sub)
+        optimizee(sub)
+
     train = commands.add_parser("train", help="meta-train an optimizer, then evaluate it")
-    train.add_argument("--problem", default="quadratic", choices=tuple(PROBLEMS))
-    train.add_argument("--preset", default="paper", choices=presets.PRESETS)
-    train.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS)
-    train.add_argument("--steps", type=positive_int, default=100, help="optimizee steps per run")
-    train.add_argument("--unroll", type=positive_int, default=20, help="steps per truncated unroll")
     train.add_argument("--meta-lr", type=float, help="Adam's learning rate on φ (preset's default)")
-    train.add_argument("--layers", type=layer_sizes, help="LSTM units per layer, e.g. 20,20")
-    train.add_argument(
-        "--eval-every",
-        type=positive_int,
-        default=25,
-        help="epochs between validations (early stopping)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--second-order", action="store_true", help="keep ∂∇_t/∂φ (exact second derivatives)"
-    )
+    train.add_argument("--seed", type=at_least(0), default=0)
     train.add_argument(
         "--out", type=Path, help="run folder (default runs/<problem>-<preset>-s<seed>)"
     )
-    common(train)
-    optimizee(train)
+    training(train)
+
+    search_cmd = commands.add_parser(
+        "search",
+        help="the paper's random search over the meta learning rate, selection on validation",
+    )
+    search_cmd.add_argument("--trials", type=positive_int, default=4, help="trials per seed")
+    search_cmd.add_argument(
+        "--seeds", type=seed_list, default=[0], help="seeds, each its own search, e.g. 0,1,2"
+    )
+    search_cmd.add_argument(
+        "--meta-lr-range",
+        type=rate_range,
+        help="LO,HI: meta learning rates drawn log-uniformly (default: the preset's)",
+    )
+    search_cmd.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="local worker processes (default: the number of cores)",
+    )
+    search_cmd.add_argument(
+        "--scheduler", help="ADDRESS of a Dask scheduler, e.g. tcp://10.0.0.5:8786"
+    )
+    search_cmd.add_argument(
+        "--out", type=Path, help="search folder (default runs/search-<problem>-<preset>)"
+    )
+    training(search_cmd)
 
     evaluate_cmd = commands.add_parser("evaluate", help="evaluate a saved optimizer")
     evaluate_cmd.add_argument("checkpoint", type=Path)
@@ -135,14 +192,24 @@ def build_parser() -> Parser:
         "--steps", type=positive_int, help="optimizee steps (default: as trained)"
     )
     evaluate_cmd.add_argument(
-        "--seed", type=int, help="seed of the test problems (default: as trained)"
+        "--seed", type=at_least(0), help="seed of the test problems (default: as trained)"
     )
     evaluate_cmd.add_argument("--json", type=Path, help="write the results here")
-    common(evaluate_cmd)
+    comparison(evaluate_cmd)
     optimizee(evaluate_cmd)
 
+    report_cmd = commands.add_parser(
+        "report", help="claims judged over seeds: paired differences and their intervals"
+    )
+    report_cmd.add_argument(
+        "results", type=Path, nargs="+", help="results.json or search.json files"
+    )
+    report_cmd.add_argument("--json", type=Path, help="write the report here")
+
     plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
-    plot_cmd.add_argument("results", type=Path, nargs="*", help="results.json files")
+    plot_cmd.add_argument(
+        "results", type=Path, nargs="*", help="results.json files, or one search.json"
+    )
     plot_cmd.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
     plot_cmd.add_argument(
         "--training", action="store_true", help="the meta-loss and validation curves instead"
@@ -205,9 +272,9 @@ OPTIMIZEE_OPTIONS = {
 }
 
 
-def optimizee_overrides(args, problem: str) -> dict:
+def optimizee_settings(args, problem: str) -> dict:
     """The problem settings given on the command line; refuses those the problem lacks."""
-    overrides = {}
+    settings = {}
     for key, problems in OPTIMIZEE_OPTIONS.items():
         value = getattr(args, key)
         if value is None:
@@ -215,23 +282,21 @@ def optimizee_overrides(args, problem: str) -> dict:
         if problem not in problems:
             flag = "--" + key.replace("_", "-")
             raise UsageError(f"{flag} applies to {' and '.join(problems)}, not to {problem}")
-        overrides[key] = value
-    return overrides
+        settings[key] = value
+    return settings
 
 
-def device(args) -> tuple:
-    """(to_device, to_host) of the backend and dtype the command asked for."""
-    backend = get_backend(args.backend)
-    return (lambda a: backend.asarray(a, args.dtype)), backend.to_host
-
-
-def settings_line(problem, preset: str, steps: int, args) -> str:
-    grid = args.learning_rates
-    tuned = "" if grid == LEARNING_RATES else f", baselines tuned over {','.join(map(str, grid))}"
-    return (
-        f"{problem.describe()}, preset {preset}, {steps} steps, {args.test_problems} test "
-        f"problems, seed {args.seed}, {args.backend} {args.dtype}{tuned}"
-    )
+def spec_from_args(args, seed: int = 0, meta_lr: float | None = None) -> run.RunSpec:
+    """The run that `train`'s or `search`'s options describe."""
+    schedule = {"meta_lr_schedule": args.meta_lr_schedule} if args.meta_lr_schedule else {}
+    return run.RunSpec.from_preset(
+        args.problem, args.preset, optimizee_settings(args, args.problem), args.layers,
+        meta_lr, epochs=args.epochs, steps=args.steps, unroll=args.unroll,
+        second_order=args.second_order, eval_every=args.eval_every,
+        validation_problems=args.validation_problems, seed=seed, **schedule,
+        test_problems=args.test_problems, learning_rates=args.learning_rates,
+        backend=args.backend, dtype=args.dtype,
+    )  # fmt: skip
 
 
 def free_folder(base: Path) -> Path:
@@ -243,42 +308,16 @@ def free_folder(base: Path) -> Path:
     return folder
 
 
-def compare(args, problem, phi, groups, opt_config, steps, to_device, to_host) -> dict:
-    """The learned optimizer against the tuned baselines, as the command's options ask."""
-    return evaluate(
-        problem, phi, groups, opt_config, steps, args.test_problems, args.validation_problems,
-        args.seed, to_device, to_host, grid=args.learning_rates,
-    )  # fmt: skip
+def progress_bar(total: int, unit: str, initial: int = 0) -> tqdm:
+    return tqdm(
+        total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None
+    )
 
 
 def train_command(args) -> int:
-    overrides = optimizee_overrides(args, args.problem)
-    try:
-        problem = presets.problem_for(args.problem, args.preset, overrides)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, DatasetError):
-            raise
-        raise UsageError(f"problem {args.problem}: {error}") from None
-    opt_config = presets.optimizer_for(args.problem, args.preset)
-    if args.layers is not None:
-        opt_config = dataclasses.replace(opt_config, layers=args.layers)
-    train_settings = presets.training_for(args.problem, args.preset)
-    if args.meta_lr is not None:
-        train_settings["meta_lr"] = args.meta_lr
-    try:
-        config = TrainConfig(
-            epochs=args.epochs,
-            steps=args.steps,
-            unroll=args.unroll,
-            second_order=args.second_order,
-            eval_every=args.eval_every,
-            validation_problems=args.validation_problems,
-            seed=args.seed,
-            **train_settings,
-        )
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    to_device, to_host = device(args)
+    spec = spec_from_args(args, args.seed, args.meta_lr)
+    problem = spec.make_problem()
+    spec.transfers()  # a backend this machine cannot serve is refused before anything is written
     out = args.out or free_folder(Path("runs") / f"{args.problem}-{args.preset}-s{args.seed}")
     path = out / "checkpoint.npz"
     if path.exists():  # never overwrite another run's optimizer
@@ -286,22 +325,21 @@ def train_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     metadata = {
         "problem": {"name": problem.name, "settings": problem.settings},
-        "preset": args.preset,
-        "train": dataclasses.asdict(config),
-        "dtype": args.dtype,
+        "preset": spec.preset,
+        "train": dataclasses.asdict(spec.train),
+        "dtype": spec.dtype,
     }
+    _, to_host = spec.transfers()
 
-    def on_best(phi, epoch, validation):
+    def on_best(best):
         checkpoint.save(
-            path,
-            tree_map(to_host, phi),
-            opt_config,
-            {**metadata, "best_epoch": epoch, "best_validation": validation},
-        )
+            path, tree_map(to_host, best.phi), best.groups, spec.optimizer,
+            metadata | {"best_epoch": best.best_epoch, "best_validation": best.best_validation},
+        )  # fmt: skip
 
-    header = settings_line(problem, args.preset, config.steps, args)
-    print(f"training: {header}\n  {opt_config}\n  {config}", file=sys.stderr)
-    bar = tqdm(total=config.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True, disable=None)
+    header = spec.describe(problem)
+    print(f"training: {header}\n  {spec.optimizer}\n  {spec.train}", file=sys.stderr)
+    bar = progress_bar(spec.train.epochs, "epoch")
     validation = [float("nan")]
 
     def on_epoch(epoch, meta_loss, score):
@@ -317,7 +355,7 @@ def train_command(args) -> int:
 
     start = time.perf_counter()
     try:
-        result = meta_train(problem, opt_config, config, to_device, to_host, on_epoch, on_best)
+        result = run.train(spec, problem, on_epoch, on_best)
     except NonFiniteMetaLoss as error:
         bar.close()
         print(
@@ -332,70 +370,95 @@ def train_command(args) -> int:
         f"({train_seconds:.0f} s); checkpoint {path}",
         file=sys.stderr,
     )
-
-    phi = tree_map(to_device, checkpoint.load(path)[0])
-    results = compare(
-        args, problem, phi, result.groups, opt_config, config.steps, to_device, to_host
-    )
-    document = {
-        "settings": header,
-        **metadata,
-        "optimizer": dataclasses.asdict(opt_config),
-        "backend": args.backend,
-        "test_problems": args.test_problems,
-        "best_epoch": result.best_epoch,
-        "best_validation": result.best_validation,
-        "train_seconds": train_seconds,
-        "results": results,
-        "training": {"meta_loss": result.meta_losses, "validation": result.validation},
-    }
+    phi_host = checkpoint.load(path)[0]
+    results = run.compare(spec, phi_host, result.groups, problem)
+    document = run.document(spec, problem, results, result, train_seconds=train_seconds)
+    print(table(results, document["settings"]))
     write_json(out / "results.json", document)
-    print(table(results, header))
     print(f"results: {out / 'results.json'}")
     return 0
 
 
 def evaluate_command(args) -> int:
-    phi_host, opt_config, header = checkpoint.load(args.checkpoint)
-    try:
-        name, settings = header["problem"]["name"], header["problem"]["settings"]
-        problem = make_problem(name, {**settings, **optimizee_overrides(args, name)})
-        train = header["train"]
-        steps = args.steps or train["steps"]
-        args.seed = train["seed"] if args.seed is None else args.seed
-    except DatasetError:
-        raise
-    except (KeyError, TypeError, ValueError) as error:
-        raise checkpoint.CheckpointError(f"{args.checkpoint}: bad metadata ({error})") from None
-    to_device, to_host = device(args)
-    phi = tree_map(to_device, phi_host)
-    sample = problem.sample(onp.random.default_rng(0), to_device)
-    groups = assign_networks(sample.theta0, problem, opt_config)
-    if set(groups.values()) != set(phi):
-        raise checkpoint.CheckpointError(
-            f"{args.checkpoint}: networks {sorted(phi)} do not serve {problem.name}'s groups"
-        )
-    results = compare(args, problem, phi, groups, opt_config, steps, to_device, to_host)
-    line = settings_line(problem, header["preset"], steps, args)
+    phi_host, optimizer, header = checkpoint.load(args.checkpoint)
+    spec, problem = run.from_checkpoint(
+        args.checkpoint, header, optimizer, lambda name: optimizee_settings(args, name),
+        test_problems=args.test_problems, learning_rates=args.learning_rates,
+        backend=args.backend, dtype=args.dtype, validation_problems=args.validation_problems,
+    )  # fmt: skip
     if args.json:
-        write_json(
-            args.json,
-            {
-                "settings": line,
-                "checkpoint": str(args.checkpoint),
-                "preset": header["preset"],
-                "train": header["train"],
-                "best_epoch": header.get("best_epoch"),
-                "problem": {"name": problem.name, "settings": problem.settings},
-                "optimizer": dataclasses.asdict(opt_config),
-                "steps": steps,
-                "backend": args.backend,
-                "dtype": args.dtype,
-                "test_problems": args.test_problems,
-                "results": results,
-            },
-        )
-    print(table(results, line))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    results = run.compare(spec, phi_host, header["networks"], problem, args.steps, args.seed)
+    document = run.document(
+        spec, problem, results, steps=args.steps, seed=args.seed,
+        checkpoint=str(args.checkpoint), best_epoch=header.get("best_epoch"),
+    )  # fmt: skip
+    print(table(results, document["settings"]))
+    if args.json:
+        write_json(args.json, document)
+    return 0
+
+
+def search_command(args) -> int:
+    base = spec_from_args(args)
+    base.make_problem()
+    base.transfers()
+    lr_range = args.meta_lr_range or presets.search_range(args.problem, args.preset)
+    out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}"
+    plan = search.Search(base, args.seeds, args.trials, lr_range, out)
+    if args.scheduler:
+        executor = lambda: search.dask_executor(args.scheduler)  # noqa: E731
+        executor()[1]()  # an address that does not answer is refused before any work
+    else:
+        executor = lambda: search.local_pool(args.workers)  # noqa: E731
+    out.mkdir(parents=True, exist_ok=True)
+    plan.save()
+    where = args.scheduler or f"{args.workers} local workers"
+    print(
+        f"search: {len(plan.plan)} trials ({args.trials} per seed, seeds "
+        f"{','.join(map(str, args.seeds))}), meta learning rate {lr_range[0]:g} … "
+        f"{lr_range[1]:g}, on {where}; {len(plan.plan) - len(plan.pending())} finished before",
+        file=sys.stderr,
+    )
+    bar = progress_bar(len(plan.plan), "trial", len(plan.plan) - len(plan.pending()))
+    try:
+        search.run_trials(plan, executor, bar)
+    finally:
+        bar.close()
+    search.evaluate_selected(plan, executor)
+    print(search_table(plan))
+    failed = [name for name, t in plan.record["trials"].items() if t["status"] == "failed"]
+    for name in failed:
+        print(f"l2l-ref: trial {name} failed: {plan.record['trials'][name]['error']}")
+    print(f"search: {out / 'search.json'}")
+    return 1 if failed else 0
+
+
+def search_table(plan: search.Search) -> str:
+    """Every trial, then each seed's selected optimizer against the baselines."""
+    lines = [f"{'trial':<18} {'meta lr':>9} {'best validation':>16} {'at epoch':>9}"]
+    for trial in plan.plan:
+        entry = plan.record["trials"].get(trial.folder, {"status": "not run"})
+        if entry["status"] == "done":
+            lines.append(
+                f"{trial.folder:<18} {trial.meta_lr:>9.4g} {entry['best_validation']:>16.4g} "
+                f"{entry['best_epoch']:>9}"
+            )
+        else:
+            lines.append(f"{trial.folder:<18} {trial.meta_lr:>9.4g} {entry['status']:>16}")
+    for seed, results in plan.record["test"].items():
+        chosen = plan.record["selection"][seed]
+        document = json.loads((plan.out / f"seed-{seed}" / "results.json").read_text())
+        lines += ["", f"seed {seed}: selected trial {chosen['index']} (meta lr "
+                  f"{chosen['meta_lr']:.4g})", table(results, document["settings"])]  # fmt: skip
+    return "\n".join(lines)
+
+
+def report_command(args) -> int:
+    claims = report.summarize(report.load(args.results))
+    print(report.render(claims))
+    if args.json:
+        write_json(args.json, {"claims": claims})
     return 0
 
 
@@ -404,10 +467,11 @@ def plot_command(args) -> int:
         raise UsageError("plot: give results files, or --preprocessing alone")
     if args.preprocessing:
         plot.plot_preprocessing(args.out)
-        print(args.out)
-        return 0
-    documents = [plot.load_results(path, args.training) for path in args.results]
-    (plot.plot_training if args.training else plot.plot_losses)(documents, args.out)
+    elif len(args.results) == 1 and plot.is_search(args.results[0]):
+        plot.plot_search(plot.load_search(args.results[0]), args.out)
+    else:
+        documents = [plot.load_results(path, args.training) for path in args.results]
+        (plot.plot_training if args.training else plot.plot_losses)(documents, args.out)
     print(args.out)
     return 0
 
@@ -435,6 +499,8 @@ def verify_command(args) -> int:
 COMMANDS = {
     "train": train_command,
     "evaluate": evaluate_command,
+    "search": search_command,
+    "report": report_command,
     "plot": plot_command,
     "vectors": vectors_command,
     "verify": verify_command,
@@ -444,20 +510,9 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        try:
-            blocks.thread_count()
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+        blocks.thread_count()  # a bad L2L_REF_THREADS is refused before any work
         return COMMANDS[args.command](args)
-    except (
-        UsageError,
-        checkpoint.CheckpointError,
-        verify.MalformedError,
-        plot.PlotError,
-        DatasetError,
-        BackendError,
-        OSError,
-    ) as error:
+    except (L2LError, OSError) as error:
         print(f"l2l-ref: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref.errors import L2LError
+
 # Debian's dataset-fashion-mnist package puts the IDX files here
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
@@ -27,7 +29,7 @@ CIFAR_RECORD = 1 + 3 * 32 * 32
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 
 
-class DatasetError(ValueError):
+class DatasetError(L2LError):
     """A data file is missing or is not what its name says."""
 
 

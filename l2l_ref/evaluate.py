@@ -14,6 +14,7 @@ import numpy as onp
 
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
 from l2l_ref.checkpoint import write_atomically
+from l2l_ref.errors import ConfigError
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import rng_for, run_optimizer
 from l2l_ref.problems import Problem, ToDevice
@@ -61,7 +62,7 @@ def evaluate(
 ) -> dict:
     """Run the learned optimizer and each tuned baseline on `test_problems` fresh problems."""
     if test_problems < 2:
-        raise ValueError("need at least 2 test problems for a standard error")
+        raise ConfigError("need at least 2 test problems for a standard error")
     validation_rng, test_rng = rng_for(seed, "validation"), rng_for(seed, "test")
     validation = [
         problem.sample(validation_rng, to_device, "validation") for _ in range(validation_problems)

@@ -20,6 +20,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
 from l2l_ref.blocks import row_blocks, run_blocks
+from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
 
 FORGET_BIAS = 1.0
@@ -41,16 +42,16 @@ class OptimizerConfig:
 
     def __post_init__(self):
         if self.preprocessing not in PREPROCESSORS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown preprocessing {self.preprocessing!r} "
                 f"(choose from {', '.join(PREPROCESSORS)})"
             )
         if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r} (choose from {', '.join(CELLS)})")
+            raise ConfigError(f"unknown cell {self.cell!r} (choose from {', '.join(CELLS)})")
         if self.init not in ("released", "zeros"):
-            raise ValueError(f"unknown initialisation {self.init!r} (released or zeros)")
+            raise ConfigError(f"unknown initialisation {self.init!r} (released or zeros)")
         if any(units < 1 for units in self.layers):
-            raise ValueError(f"every LSTM layer needs at least one unit, got {self.layers}")
+            raise ConfigError(f"every LSTM layer needs at least one unit, got {self.layers}")
 
     @property
     def input_size(self) -> int:

@@ -7,6 +7,7 @@ Adam step on φ; θ and the hidden state carry their values into the next unroll
 lowest mean final validation loss is kept.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -14,6 +15,7 @@ from functools import partial
 import numpy as onp
 
 from l2l_ref.baselines import adam_init, adam_update
+from l2l_ref.errors import ConfigError
 from l2l_ref.fused import fused_meta_gradient
 from l2l_ref.lstm import OptimizerConfig, init_network, zero_hidden
 from l2l_ref.problems import Instance, Problem, ToDevice
@@ -21,12 +23,15 @@ from l2l_ref.tree import tree_map
 from l2l_ref.unroll import meta_gradient, unroll
 
 # independent random streams derived from one seed
-STREAMS = {"init": 0, "train": 1, "validation": 2, "test": 3}
+STREAMS = {"init": 0, "train": 1, "validation": 2, "test": 3, "search": 4}
 
 
-def rng_for(seed: int, stream: str) -> onp.random.Generator:
-    """The seeded generator of one stream; streams of one seed never share draws."""
-    return onp.random.default_rng([STREAMS[stream], seed])
+def rng_for(seed: int, stream: str, trial: int = 0) -> onp.random.Generator:
+    """The seeded generator of one stream; streams of one seed never share draws. A search's
+    trials (l2l_ref.search) have their own init, train and search streams, `trial` 0 being
+    the plain run of the seed; validation and test problems are the seed's, shared."""
+    key = [STREAMS[stream], seed] + ([trial] if trial else [])
+    return onp.random.default_rng(key)
 
 
 @dataclass(frozen=True)
@@ -37,29 +42,58 @@ class TrainConfig:
     steps: int = 100
     unroll: int = 20
     meta_lr: float = 0.01
+    # "constant", or "cosine": from meta_lr at the first epoch to meta_lr · meta_lr_final at
+    # the last, along half a cosine
+    meta_lr_schedule: str = "constant"
+    meta_lr_final: float = 0.01
     initial_weight: float = 0.0  # w_0: 0 in the paper, 1 in the released code (Σ from t = 0)
     weights: tuple[float, ...] | None = None  # w_1..w_T of each unroll; None: all 1
     second_order: bool = False
     eval_every: int = 10
     validation_problems: int = 8
     seed: int = 0
+    trial: int = 0  # a search's trial: its own φ_0 and training problems (rng_for)
 
     def __post_init__(self):
         for name in ("epochs", "steps", "unroll", "eval_every", "validation_problems"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.seed < 0 or self.trial < 0:
+            raise ConfigError(f"seed and trial must be non-negative, got {self.seed}, {self.trial}")
         if self.steps % self.unroll:
-            raise ValueError(f"steps ({self.steps}) must be a multiple of unroll ({self.unroll})")
+            raise ConfigError(f"steps ({self.steps}) must be a multiple of unroll ({self.unroll})")
         if not (self.meta_lr > 0 and onp.isfinite(self.meta_lr)):
-            raise ValueError(f"meta learning rate must be positive, got {self.meta_lr}")
+            raise ConfigError(f"meta learning rate must be positive, got {self.meta_lr}")
+        if self.meta_lr_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown meta learning rate schedule {self.meta_lr_schedule!r} "
+                f"(choose from {', '.join(SCHEDULES)})"
+            )
+        if not 0 < self.meta_lr_final <= 1:
+            raise ConfigError(f"meta_lr_final must be in (0, 1], got {self.meta_lr_final}")
         if self.weights is not None and len(self.weights) != self.unroll:
-            raise ValueError(f"{len(self.weights)} weights for an unroll of {self.unroll}")
+            raise ConfigError(f"{len(self.weights)} weights for an unroll of {self.unroll}")
         if any(not (w >= 0 and onp.isfinite(w)) for w in self.unroll_weights()):
-            raise ValueError("meta-loss weights must be finite and non-negative")
+            raise ConfigError("meta-loss weights must be finite and non-negative")
+
+    def meta_lr_at(self, epoch: int) -> float:
+        """Adam's learning rate on φ during `epoch` (1 … epochs)."""
+        return SCHEDULES[self.meta_lr_schedule](self, epoch)
 
     def unroll_weights(self) -> tuple[float, ...]:
         """w_0, w_1, ..., w_T of Eq. 3 for one unroll."""
         return (self.initial_weight, *(self.weights or (1.0,) * self.unroll))
+
+
+def _cosine(config: "TrainConfig", epoch: int) -> float:
+    progress = (epoch - 1) / max(config.epochs - 1, 1)
+    fraction = (
+        config.meta_lr_final + (1 - config.meta_lr_final) * (1 + math.cos(math.pi * progress)) / 2
+    )
+    return config.meta_lr * fraction
+
+
+SCHEDULES = {"constant": lambda config, epoch: config.meta_lr, "cosine": _cosine}
 
 
 class NonFiniteMetaLoss(RuntimeError):
@@ -68,6 +102,7 @@ class NonFiniteMetaLoss(RuntimeError):
     def __init__(self, epoch: int, unroll_index: int, value: float):
         super().__init__(f"meta-loss is {value} at epoch {epoch}, unroll {unroll_index}")
         self.epoch, self.unroll_index = epoch, unroll_index
+        self.result: TrainResult | None = None  # the best φ found before, set by meta_train
 
 
 def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> dict[str, str]:
@@ -110,7 +145,7 @@ def train_epoch(
     opt_config: OptimizerConfig,
     config: TrainConfig,
     to_host: Callable,
-    epoch: int = 0,
+    epoch: int = 1,
 ) -> tuple:
     """One optimizee run of config.steps steps, one meta-Adam step per unroll.
 
@@ -129,7 +164,7 @@ def train_epoch(
             if not onp.isfinite(L):
                 raise NonFiniteMetaLoss(epoch, k + 1, L)
             losses.append(L)
-            phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr)
+            phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr_at(epoch))
     return phi, adam_state, losses, theta
 
 
@@ -184,16 +219,17 @@ def meta_train(
     """Meta-train φ on `problem` (Section 3), keeping the φ best on the validation problems.
 
     on_epoch(epoch, meta_loss, validation_or_None) is called after every epoch;
-    on_best(phi, epoch, validation) whenever a new best φ is found, from epoch 0 (the
+    on_best(result) with the TrainResult so far whenever a new best φ is found, from epoch 0 (the
     untrained φ) on, so a caller can checkpoint it.
     """
-    validation_rng, train_rng = rng_for(config.seed, "validation"), rng_for(config.seed, "train")
+    validation_rng = rng_for(config.seed, "validation")
+    train_rng = rng_for(config.seed, "train", config.trial)
     validation = [
         problem.sample(validation_rng, to_device, "validation")
         for _ in range(config.validation_problems)
     ]
     groups = assign_networks(validation[0].theta0, problem, opt_config)
-    phi = init_phi(rng_for(config.seed, "init"), groups, opt_config, to_device)
+    phi = init_phi(rng_for(config.seed, "init", config.trial), groups, opt_config, to_device)
 
     def validate(phi):
         return mean_final_loss(phi, validation, config.steps, groups, opt_config, to_host)
@@ -201,13 +237,17 @@ def meta_train(
     best = TrainResult(phi, 0, validate(phi), [], [], groups)
     best.validation.append((0, best.best_validation))
     if on_best:
-        on_best(phi, 0, best.best_validation)
+        on_best(best)
     adam_state = adam_init(phi)
     for epoch in range(1, config.epochs + 1):
         instance = problem.sample(train_rng, to_device)
-        phi, adam_state, losses, _ = train_epoch(
-            phi, adam_state, instance, groups, opt_config, config, to_host, epoch
-        )
+        try:
+            phi, adam_state, losses, _ = train_epoch(
+                phi, adam_state, instance, groups, opt_config, config, to_host, epoch
+            )
+        except NonFiniteMetaLoss as error:
+            error.result = best  # what training had found until then
+            raise
         best.meta_losses.append(float(onp.mean(losses)))
         score = None
         if epoch % config.eval_every == 0 or epoch == config.epochs:
@@ -216,7 +256,7 @@ def meta_train(
             if score < best.best_validation:
                 best.phi, best.best_epoch, best.best_validation = phi, epoch, score
                 if on_best:
-                    on_best(phi, epoch, score)
+                    on_best(best)
         if on_epoch:
             on_epoch(epoch, best.meta_losses[-1], score)
     return best

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.checkpoint import write_atomically
+from l2l_ref.errors import L2LError
 from l2l_ref.preprocessing import appendix_a, log_and_sign
 
 COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
            "NAG": "tab:purple"}  # fmt: skip
 
 
-class PlotError(ValueError):
+class PlotError(L2LError):
     """A results file that cannot be plotted, or no matplotlib."""
 
 
@@ -147,6 +148,79 @@ def plot_preprocessing(out: Path) -> None:
     figure.suptitle(
         "LSTM inputs per coordinate (thin lines: the branch points e^-p, e^-k)", fontsize=9
     )
+    figure.tight_layout()
+    save(figure, out)
+    plt.close(figure)
+
+
+def is_search(path: Path) -> bool:
+    """Whether `path` is a search.json of `l2l-ref search`."""
+    try:
+        return json.loads(Path(path).read_text()).get("format") == "l2l-ref-search"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_search(path: Path) -> dict:
+    """A search.json, checked for what plot_search reads."""
+    try:
+        document = json.loads(Path(path).read_text())
+        for entry in document["trials"].values():
+            if entry["status"] == "done":
+                float(entry["best_validation"]), float(entry["meta_lr"]), int(entry["seed"])
+        for results in document["test"].values():
+            for name, entry in results.items():
+                if name != "LSTM":
+                    float(entry["minus_lstm"]["mean"]), float(entry["minus_lstm"]["stderr"])
+        document["settings"]["run"]["problem"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise PlotError(f"{path}: not a search file of l2l-ref ({error!r})") from None
+    return document
+
+
+def plot_search(document: dict, out: Path) -> None:
+    """A search: every trial's best validation loss against its meta learning rate (one colour
+    per seed, the selected trials ringed), and for each seed the paired difference of each
+    tuned baseline minus the selected LSTM on the test problems, ± 1 s.e."""
+    plt = pyplot()
+    figure, (trials, paired) = plt.subplots(1, 2, figsize=(10, 3.8))
+    seeds = document["settings"]["seeds"]
+    colours = {seed: f"C{n % 10}" for n, seed in enumerate(seeds)}
+    chosen = {(s["seed"], s["index"]) for s in document["selection"].values() if s}
+    for entry in document["trials"].values():
+        if entry["status"] != "done":
+            continue
+        point = (entry["meta_lr"], entry["best_validation"])
+        trials.scatter(*point, color=colours.get(entry["seed"], "grey"), s=22)
+        if (entry["seed"], entry["index"]) in chosen:
+            trials.scatter(*point, facecolors="none", edgecolors="black", s=90, lw=1.2)
+    for seed in seeds:
+        trials.scatter([], [], color=colours[seed], label=f"seed {seed}")
+    trials.set(xscale="log", yscale="log", xlabel="meta learning rate")
+    trials.set(ylabel="best mean final validation loss", title="trials (ringed: selected)")
+    trials.legend(fontsize=8)
+    names = sorted({n for r in document["test"].values() for n in r if n != "LSTM"})
+    for k, (seed, results) in enumerate(document["test"].items()):
+        for n, name in enumerate(names):
+            paired_diff = results[name]["minus_lstm"]
+            x = n + (k - (len(document["test"]) - 1) / 2) * 0.12
+            label = f"seed {seed}" if n == 0 else None
+            paired.errorbar(x, paired_diff["mean"], paired_diff["stderr"], fmt="o", ms=4,
+                            color=colours.get(int(seed), "grey"), label=label)  # fmt: skip
+    paired.axhline(0.0, color="black", lw=0.8)
+    paired.set_xticks(range(len(names)), names)
+    paired.set(
+        ylabel="baseline − LSTM, final test loss", title="paired differences (> 0: LSTM lower)"
+    )
+    paired.legend(fontsize=8)
+    run = document["settings"]["run"]
+    train = run["train"]
+    caption = (
+        f"{run['problem']}, preset {run['preset']}, {train['epochs']} epochs, {train['steps']} "
+        f"steps, {document['settings']['trials']} trials per seed, meta lr "
+        f"{document['settings']['meta_lr_range'][0]:g}–{document['settings']['meta_lr_range'][1]:g}"
+    )
+    figure.suptitle(caption, fontsize=9)
     figure.tight_layout()
     save(figure, out)
     plt.close(figure)

@@ -13,6 +13,7 @@ preprocessing (p = 10) and output scale 0.1 in the paper; LogAndSign (k = 5) and
 zero-initialised: the update is w·∇ + b.
 """
 
+from l2l_ref.errors import ConfigError
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.problems import PROBLEMS, Problem
 
@@ -22,6 +23,11 @@ PRESETS = ("paper", "deepmind")
 # found best for the quadratic within the default budget (docs/results-quadratic.md).
 PAPER_META_LR = {"quadratic": 0.1, "simple": 0.1, "mnist": 0.01, "cifar": 0.01}
 DEEPMIND_META_LR = 0.001
+# `l2l-ref search`'s default range of meta learning rates, drawn log-uniformly: about a decade
+# and a half around each preset's rate
+SEARCH_RANGE = {"quadratic": (0.02, 0.3), "simple": (0.01, 0.3), "mnist": (0.001, 0.03),
+                "cifar": (0.001, 0.03)}  # fmt: skip
+DEEPMIND_SEARCH_RANGE = (0.0003, 0.003)
 
 _PROBLEM_SETTINGS = {
     ("quadratic", "paper"): {"distribution": "gaussian"},
@@ -48,9 +54,9 @@ _OPTIMIZERS = {
 
 def check(problem: str, preset: str) -> None:
     if problem not in PROBLEMS:
-        raise ValueError(f"unknown problem {problem!r} (choose from {', '.join(PROBLEMS)})")
+        raise ConfigError(f"unknown problem {problem!r} (choose from {', '.join(PROBLEMS)})")
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
 
 
 def problem_for(problem: str, preset: str, overrides: dict | None = None) -> Problem:
@@ -65,6 +71,12 @@ def optimizer_for(problem: str, preset: str) -> OptimizerConfig:
     """The optimizer architecture the preset uses on `problem`."""
     check(problem, preset)
     return _OPTIMIZERS[problem, preset]
+
+
+def search_range(problem: str, preset: str) -> tuple[float, float]:
+    """The range of meta learning rates `l2l-ref search` draws from by default."""
+    check(problem, preset)
+    return SEARCH_RANGE[problem] if preset == "paper" else DEEPMIND_SEARCH_RANGE
 
 
 def training_for(problem: str, preset: str) -> dict:

@@ -20,6 +20,7 @@ from autograd.tracer import getval
 
 from l2l_ref import datasets
 from l2l_ref.datasets import DEFAULT_DATA_DIR
+from l2l_ref.errors import ConfigError
 from l2l_ref.lstm import sigmoid
 
 ToDevice = Callable[[onp.ndarray], Any]
@@ -61,9 +62,9 @@ def quadratic(
     (the released code). θ_0 ~ N(0, init_std²) as in the released code.
     """
     if distribution not in ("gaussian", "uniform"):
-        raise ValueError(f"unknown quadratic distribution {distribution!r} (gaussian or uniform)")
+        raise ConfigError(f"unknown quadratic distribution {distribution!r} (gaussian or uniform)")
     if dims < 1 or batch < 1:
-        raise ValueError("quadratic dims and batch must be at least 1")
+        raise ConfigError("quadratic dims and batch must be at least 1")
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
         draw = rng.standard_normal if distribution == "gaussian" else rng.random
@@ -114,7 +115,7 @@ def mlp(
     instance's seed, t): the same for f(θ_t) and ∇_t, whatever the order of calls.
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown activation {activation!r} (choose from {', '.join(ACTIVATIONS)})"
         )
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
@@ -152,7 +153,7 @@ def minibatches(
     Also returns the host data that define them (Instance.data)."""
     images, labels = splits[split]
     if not 1 <= batch <= len(images):
-        raise ValueError(f"minibatch of {batch} from {len(images)} {split} images")
+        raise ConfigError(f"minibatch of {batch} from {len(images)} {split} images")
     batch_seed = int(rng.integers(2**63))
 
     def indices(t: int) -> onp.ndarray:
@@ -306,5 +307,5 @@ PROBLEMS = {"quadratic": quadratic, "simple": simple, "mnist": mnist, "cifar": c
 def make_problem(name: str, settings: dict) -> Problem:
     """The family `name` with `settings` (as a Problem's .settings records them)."""
     if name not in PROBLEMS:
-        raise ValueError(f"unknown problem {name!r} (choose from {', '.join(PROBLEMS)})")
+        raise ConfigError(f"unknown problem {name!r} (choose from {', '.join(PROBLEMS)})")
     return PROBLEMS[name](**settings)

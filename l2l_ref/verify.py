@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref.errors import L2LError
 from l2l_ref.vectors import BASELINE_SETTINGS, FORMAT, TOLERANCE, VERSION
 
 RTOL, ATOL = TOLERANCE["float64"]["rtol"], TOLERANCE["float64"]["atol"]
 AGREE, DIVERGE, PARTIAL = 0, 1, 3  # exit codes (2: malformed input, in the command line)
 
 
-class MalformedError(ValueError):
+class MalformedError(L2LError):
     """The vectors or the candidate are not a well-formed folder of this format."""
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = """
 import autograd.numpy.numpy_wrapper
-from backends import autograd_device
+from l2l_ref.backends import autograd_device
 autograd_device.install()
 assert autograd.numpy.numpy_wrapper.concatenate_args is autograd_device.concatenate_args
 """

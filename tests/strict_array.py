@@ -17,7 +17,7 @@ import numbers
 import numpy
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from backends.autograd_device import register_array_type
+from l2l_ref.backends.autograd_device import register_array_type
 
 name = "strict"
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends import BackendError, get_backend
-from backends import numpy_backend as numpy_backend
+from l2l_ref.backends import BackendError, get_backend
+from l2l_ref.backends import numpy_backend as numpy_backend
 from l2l_ref.baselines import adam_init, adam_update
 from l2l_ref.meta_train import meta_gradient_function, start_hidden
 from l2l_ref.tree import flatten, tree_map
@@ -115,7 +115,7 @@ def test_stand_in_catches_autograd_original_rules():
 ORIGINAL_RULES_PROGRAM = """
 import numpy, autograd.numpy as anp
 from autograd import grad
-from backends import autograd_device
+from l2l_ref.backends import autograd_device
 
 autograd_device.install = lambda: None  # register the array type, keep autograd's rules
 import tests.strict_array as sa
@@ -145,7 +145,7 @@ def test_cupy_without_gpu_is_one_line_and_exit_2(tmp_path):
 
 
 def test_install_refuses_an_unchecked_autograd(monkeypatch):
-    from backends import autograd_device
+    from l2l_ref.backends import autograd_device
 
     monkeypatch.setattr(autograd_device, "_installed", False)
     monkeypatch.setattr(autograd_device, "version", lambda package: "1.10.0")
@@ -167,7 +167,7 @@ import numpy
 import autograd.numpy as anp
 from autograd import grad
 if sys.argv[1] == "replaced":
-    from backends import autograd_device
+    from l2l_ref.backends import autograd_device
     autograd_device.install()
 
 rng = numpy.random.default_rng(0)

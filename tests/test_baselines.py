@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from backends import get_backend
 from l2l_ref import evaluate as evaluate_module
+from l2l_ref.backends import get_backend
 from l2l_ref.baselines import (
     BASELINES,
     LEARNING_RATES,

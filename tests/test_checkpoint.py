@@ -21,7 +21,8 @@ def saved(tmp_path):
     rng = np.random.default_rng(0)
     phi = {"conv": init_network(rng, CONFIG), "fc": init_network(rng, CONFIG)}
     path = tmp_path / "checkpoint.npz"
-    checkpoint.save(path, phi, CONFIG, {"preset": "paper", "best_epoch": 7})
+    networks = {"conv0_W": "conv", "fc_W": "fc", "out_b": "fc"}
+    checkpoint.save(path, phi, networks, CONFIG, {"preset": "paper", "best_epoch": 7})
     return path, phi
 
 
@@ -30,6 +31,7 @@ def test_round_trip(saved):
     loaded, config, header = checkpoint.load(path)
     assert config == CONFIG
     assert header["preset"] == "paper" and header["best_epoch"] == 7
+    assert header["networks"] == {"conv0_W": "conv", "fc_W": "fc", "out_b": "fc"}
     flat, flat_loaded = flatten(phi), flatten(loaded)
     assert flat.keys() == flat_loaded.keys()
     for key in flat:
@@ -78,6 +80,12 @@ CORRUPTIONS = {
     "metadata not json": lambda p: rewrite(p, lambda a: a.update({"metadata": np.array("{")})),
     "wrong format": lambda p: rewrite(p, set_metadata(format="other")),
     "wrong version": lambda p: rewrite(p, set_metadata(version=99)),
+    "version 1": lambda p: rewrite(p, set_metadata(version=1)),
+    "metadata a list": lambda p: rewrite(p, lambda a: a.update({"metadata": np.array("[1, 2]")})),
+    "groups a number": lambda p: rewrite(p, set_metadata(groups=3)),
+    "networks a list": lambda p: rewrite(p, set_metadata(networks=["conv"])),
+    "network not in φ": lambda p: rewrite(p, set_metadata(networks={"x": "other"})),
+    "optimizer a string": lambda p: rewrite(p, set_metadata(optimizer="lstm")),
     "layers mismatch": lambda p: rewrite(
         p,
         set_metadata(
@@ -110,7 +118,7 @@ def test_failed_write_keeps_the_previous_file(saved, monkeypatch):
 
     monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(path, phi, CONFIG, {})
+        checkpoint.save(path, phi, {}, CONFIG, {})
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     assert zipfile.is_zipfile(path)

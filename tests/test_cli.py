@@ -192,7 +192,7 @@ def test_float64_checkpoint_evaluates_in_float32(trained, tmp_path):
 @pytest.fixture
 def stand_in_backend(monkeypatch):
     """`--backend strict`: the CPU stand-in of CuPy's array (tests/strict_array.py)."""
-    from backends import BACKENDS
+    from l2l_ref.backends import BACKENDS
 
     monkeypatch.setitem(BACKENDS, "strict", "tests.strict_array")
 

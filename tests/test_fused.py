@@ -17,8 +17,8 @@ from autograd import grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends import numpy_backend
 from l2l_ref import blocks
+from l2l_ref.backends import numpy_backend
 from l2l_ref.fused import fused_meta_gradient
 from l2l_ref.lstm import cell_backward, cell_forward, lstm_cell
 from l2l_ref.tree import flatten, tree_map

@@ -12,7 +12,7 @@ exactly; in float64 the same trajectory gives f(x_5) = 0.73253262, within float3
 
 import pytest
 
-from backends import get_backend
+from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import (

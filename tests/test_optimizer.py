@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends import get_backend
+from l2l_ref.backends import get_backend
 from l2l_ref.lstm import OptimizerConfig, init_network, optimizer_step, truncated_normal
 from l2l_ref.meta_train import assign_networks, init_phi, rng_for, start_hidden
 from l2l_ref.problems import quadratic

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backends import get_backend
+from l2l_ref.backends import get_backend
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, meta_train
 from l2l_ref.problems import quadratic
@@ -24,7 +24,7 @@ def train(seed=0, dtype="float64", **overrides):
         TrainConfig(**settings),
         lambda a: BACKEND.asarray(a, dtype),
         BACKEND.to_host,
-        on_best=lambda phi, epoch, score: calls.append((epoch, score)),
+        on_best=lambda best: calls.append((best.best_epoch, best.best_validation)),
     )
     return result, calls
 

@@ -1,0 +1,211 @@
+"""A run: everything that defines one meta-training and its evaluation, in one record, and the
+results document written for it. `train`, `evaluate` and `search` all build their runs and
+documents here; the command line only parses and prints.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from l2l_ref import presets
+from l2l_ref.backends import get_backend
+from l2l_ref.baselines import LEARNING_RATES
+from l2l_ref.checkpoint import CheckpointError
+from l2l_ref.errors import ConfigError
+from l2l_ref.evaluate import evaluate
+from l2l_ref.lstm import OptimizerConfig
+from l2l_ref.meta_train import TrainConfig, TrainResult, meta_train
+from l2l_ref.problems import Problem
+from l2l_ref.tree import tree_map
+
+DTYPES = ("float64", "float32")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: the problem family (a preset's, with `settings` on top), the optimizer, the
+    meta-training protocol, the final comparison and where the arrays live."""
+
+    problem: str = "quadratic"
+    preset: str = "paper"
+    settings: dict = field(default_factory=dict)  # problem settings over the preset's
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test_problems: int = 32
+    learning_rates: tuple[float, ...] = LEARNING_RATES  # the baselines' tuning grid
+    backend: str = "numpy"
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        presets.check(self.problem, self.preset)
+        if self.test_problems < 2:
+            raise ConfigError("need at least 2 test problems for a standard error")
+        if not self.learning_rates or not all(0 < r < math.inf for r in self.learning_rates):
+            raise ConfigError(f"learning rates must be positive, got {self.learning_rates}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
+
+    @classmethod
+    def from_preset(
+        cls, problem: str = "quadratic", preset: str = "paper", settings=None, layers=None,
+        meta_lr=None, **options,
+    ) -> "RunSpec":  # fmt: skip
+        """The run a preset defines for `problem`; `options` are TrainConfig's fields and
+        RunSpec's own (test_problems, learning_rates, backend, dtype)."""
+        presets.check(problem, preset)
+        optimizer = presets.optimizer_for(problem, preset)
+        if layers is not None:
+            optimizer = dataclasses.replace(optimizer, layers=tuple(layers))
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        protocol = presets.training_for(problem, preset)
+        if meta_lr is not None:
+            protocol["meta_lr"] = meta_lr
+        protocol |= {k: v for k, v in options.items() if k in train_fields}
+        rest = {k: v for k, v in options.items() if k not in train_fields}
+        return cls(
+            problem, preset, dict(settings or {}), optimizer, TrainConfig(**protocol), **rest
+        )
+
+    def replace(self, **train_fields) -> "RunSpec":
+        """This run with other TrainConfig fields (a search's trial: seed, trial, meta_lr)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **train_fields))
+
+    def make_problem(self) -> Problem:
+        """The problem family, with the preset's settings and this run's on top."""
+        try:
+            return presets.problem_for(self.problem, self.preset, self.settings)
+        except TypeError as error:  # a setting the family does not take
+            raise ConfigError(f"problem {self.problem}: {error}") from None
+
+    def transfers(self) -> tuple[Callable, Callable]:
+        """(to_device, to_host) of this run's backend and dtype."""
+        backend = get_backend(self.backend)
+        return (lambda a: backend.asarray(a, self.dtype)), backend.to_host
+
+    def describe(self, problem: Problem, steps: int | None = None, seed: int | None = None) -> str:
+        """The line that heads every table and file of this run."""
+        grid = self.learning_rates
+        tuned = (
+            "" if grid == LEARNING_RATES else f", baselines tuned over {','.join(map(str, grid))}"
+        )
+        seed = self.train.seed if seed is None else seed
+        trial = f", trial {self.train.trial}" if self.train.trial else ""
+        return (
+            f"{problem.describe()}, preset {self.preset}, {steps or self.train.steps} steps, "
+            f"{self.test_problems} test problems, seed {seed}{trial}, "
+            f"{self.backend} {self.dtype}{tuned}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            **{k: getattr(self, k) for k in ("problem", "preset", "settings")},
+            "optimizer": dataclasses.asdict(self.optimizer),
+            "train": dataclasses.asdict(self.train),
+            "test_problems": self.test_problems,
+            "learning_rates": list(self.learning_rates),
+            "backend": self.backend,
+            "dtype": self.dtype,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "RunSpec":
+        optimizer = dict(record["optimizer"], layers=tuple(record["optimizer"]["layers"]))
+        train = dict(record["train"])
+        if train.get("weights") is not None:
+            train["weights"] = tuple(train["weights"])
+        return cls(
+            record["problem"], record["preset"], dict(record["settings"]),
+            OptimizerConfig(**optimizer), TrainConfig(**train), record["test_problems"],
+            tuple(record["learning_rates"]), record["backend"], record["dtype"],
+        )  # fmt: skip
+
+
+def from_checkpoint(
+    path, header: dict, optimizer: OptimizerConfig, settings_for: Callable, **options
+) -> tuple[RunSpec, Problem]:
+    """The run a checkpoint's optimizer was trained in, and its problem family, with the
+    problem settings `settings_for(problem name)` and the RunSpec and validation `options` on
+    top; metadata that does not describe such a run is refused (CheckpointError) before any
+    work."""
+    try:
+        problem = header["problem"]
+        if not isinstance(problem["name"], str) or not isinstance(problem["settings"], dict):
+            raise TypeError(f"problem is {problem!r}")
+        train = dict(header["train"])
+        if train.get("weights") is not None:
+            train["weights"] = tuple(train["weights"])
+        train["validation_problems"] = options.pop("validation_problems")
+        settings = {**problem["settings"], **settings_for(problem["name"])}
+        spec = RunSpec(
+            problem["name"], header["preset"], settings, optimizer, TrainConfig(**train),
+            **options,
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: bad metadata ({error})") from None
+    return spec, spec.make_problem()
+
+
+def train(
+    spec: RunSpec,
+    problem: Problem | None = None,
+    on_epoch: Callable | None = None,
+    on_best: Callable | None = None,
+) -> TrainResult:
+    """Meta-train the run's optimizer (Section 3; l2l_ref.meta_train)."""
+    to_device, to_host = spec.transfers()
+    problem = problem or spec.make_problem()
+    return meta_train(problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best)
+
+
+def compare(
+    spec: RunSpec,
+    phi_host: dict,
+    groups: dict,
+    problem: Problem | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> dict:
+    """The learned optimizer φ against the tuned baselines on the run's test problems (§3)."""
+    to_device, to_host = spec.transfers()
+    phi = tree_map(to_device, phi_host)
+    return evaluate(
+        problem or spec.make_problem(), phi, groups, spec.optimizer, steps or spec.train.steps,
+        spec.test_problems, spec.train.validation_problems,
+        spec.train.seed if seed is None else seed, to_device, to_host, grid=spec.learning_rates,
+    )  # fmt: skip
+
+
+def document(
+    spec: RunSpec,
+    problem: Problem,
+    results: dict | None = None,
+    training: TrainResult | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    **extra,
+) -> dict:
+    """The results document of a run: its settings (the line and every field), the
+    comparison's results, and the training curves if it was trained here."""
+    record = {
+        "settings": spec.describe(problem, steps, seed),
+        "problem": {"name": problem.name, "settings": problem.settings},
+        "preset": spec.preset,
+        "optimizer": dataclasses.asdict(spec.optimizer),
+        "train": dataclasses.asdict(spec.train),
+        "backend": spec.backend,
+        "dtype": spec.dtype,
+        "test_problems": spec.test_problems,
+        "steps": steps or spec.train.steps,
+        "seed": spec.train.seed if seed is None else seed,
+        **extra,
+    }
+    if training is not None:
+        record |= {
+            "best_epoch": training.best_epoch,
+            "best_validation": training.best_validation,
+            "training": {"meta_loss": training.meta_losses, "validation": training.validation},
+        }
+    if results is not None:
+        record["results"] = results
+    return record

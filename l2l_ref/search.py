@@ -1,0 +1,303 @@
+"""The paper's choice of the meta learning rate (Section 3): a random search, the optimizer
+best on validation problems kept, and only that one run on the test problems.
+
+For each seed, K trials: complete meta-trainings, each with its meta learning rate drawn
+log-uniformly from a range and its own φ_0 and training problems (l2l_ref.meta_train.rng_for),
+all validated on the seed's validation problems. The trial with the lowest mean final
+validation loss is the seed's selected optimizer; it alone is compared with the tuned baselines
+on the seed's test problems, exactly as `train` does.
+
+Trials are independent tasks submitted to an executor: a local pool of worker processes, or a
+Dask cluster. A trial is deterministic from its seed, index and rate, and returns its results
+to the process that runs the search, which alone writes files: one folder per trial, and
+search.json after every finished trial, so that running the same command again resumes a
+search without rerunning what finished.
+"""
+
+import json
+import math
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as onp
+
+from l2l_ref import checkpoint, run
+from l2l_ref.errors import ConfigError, L2LError
+from l2l_ref.evaluate import write_json
+from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
+from l2l_ref.run import RunSpec
+from l2l_ref.tree import flatten, tree_map
+
+FORMAT, VERSION = "l2l-ref-search", 1
+ATTEMPTS = 2  # a trial whose worker dies is run once more, then reported as failed
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One meta-training of a search."""
+
+    seed: int
+    index: int
+    meta_lr: float
+
+    @property
+    def folder(self) -> str:
+        return f"seed-{self.seed}/trial-{self.index}"
+
+
+def draw_trials(seeds: list[int], trials: int, low: float, high: float) -> list[Trial]:
+    """K trials per seed, each with its meta learning rate drawn log-uniformly from [low, high]
+    by the trial's own stream: the same plan whoever draws it."""
+    if not 0 < low <= high < math.inf:
+        raise ConfigError(f"meta learning rate range must be 0 < LO ≤ HI, got {low}, {high}")
+    if trials < 1 or not seeds:
+        raise ConfigError("a search needs at least one seed and one trial")
+    plan = []
+    for seed in seeds:
+        for index in range(trials):
+            draw = rng_for(seed, "search", index).uniform(math.log(low), math.log(high))
+            plan.append(Trial(seed, index, float(math.exp(draw))))
+    return plan
+
+
+def run_trial(spec: dict) -> dict:
+    """Meta-train one trial (in a worker): φ as host arrays and the training document. A trial
+    whose meta-loss overflows keeps the best φ it validated before, and says so."""
+    spec = RunSpec.from_dict(spec)
+    problem = spec.make_problem()
+    start, diverged = time.perf_counter(), None
+    try:
+        result = run.train(spec, problem)
+    except NonFiniteMetaLoss as error:
+        result, diverged = error.result, str(error)
+    _, to_host = spec.transfers()
+    phi = flatten(tree_map(to_host, result.phi))
+    document = run.document(spec, problem, training=result)
+    return {
+        "phi": {key: onp.asarray(value) for key, value in phi.items()},
+        "groups": result.groups,
+        "document": document | ({"diverged": diverged} if diverged else {}),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def compare_selected(spec: dict, phi: dict, groups: dict) -> dict:
+    """The selected trial's optimizer against the tuned baselines on the seed's test problems
+    (in a worker)."""
+    return run.compare(RunSpec.from_dict(spec), phi, groups)
+
+
+def _one_thread_each(threads: int) -> None:
+    """Worker initializer: the cores shared out between the pool's workers."""
+    os.environ["L2L_REF_THREADS"] = str(threads)
+    from l2l_ref.blocks import set_blas_threads
+
+    set_blas_threads(threads)
+
+
+def local_pool(workers: int) -> tuple[Executor, Callable]:
+    """Worker processes on this machine (started fresh, never forked from a process whose
+    thread pools are running), the cores shared out between them; and what shuts them down."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, _one_thread_each, (threads,))
+    return pool, lambda: pool.shutdown(cancel_futures=True)
+
+
+def dask_executor(address: str) -> tuple[Executor, Callable]:
+    """An executor on the Dask cluster whose scheduler listens at `address`, and a function
+    that closes the connection. The address is checked with one plain connection first, so
+    that a wrong or silent one is one line, not a client left waiting."""
+    try:
+        from distributed import Client
+        from distributed.comm import parse_address, parse_host_port
+    except ImportError:
+        raise ConfigError("--scheduler needs Dask: pip install 'l2l-ref[distributed]'") from None
+    try:
+        protocol, location = parse_address(address)
+        if protocol not in ("tcp", "tls"):
+            raise ValueError(f"protocol {protocol!r}; expected tcp:// or tls://")
+        host, port = parse_host_port(location)
+        socket.create_connection((host, port), timeout=10).close()
+        client = Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as error:
+        raise ConfigError(f"cannot reach a Dask scheduler at {address!r}: {error}") from None
+    return client.get_executor(pure=False), client.close
+
+
+class Search:
+    """One search folder: its plan, what has finished, and search.json."""
+
+    def __init__(self, base: RunSpec, seeds: list[int], trials: int, lr_range, out: Path):
+        self.base, self.out = base, Path(out)
+        self.plan = draw_trials(seeds, trials, *lr_range)
+        self.settings = {
+            "run": base.as_dict(), "seeds": list(seeds), "trials": trials,
+            "meta_lr_range": list(lr_range),
+        }  # fmt: skip
+        self.record = {"format": FORMAT, "version": VERSION, "settings": self.settings}
+        self.record |= {"trials": {}, "selection": {}, "test": {}}
+        path = self.out / "search.json"
+        if path.exists():
+            self._resume(path)
+
+    def _resume(self, path: Path) -> None:
+        try:
+            previous = json.loads(path.read_text())
+            same = previous["format"] == FORMAT and previous["settings"] == json.loads(
+                json.dumps(self.settings)
+            )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise L2LError(f"{path}: not a search of l2l-ref ({error})") from None
+        if not same:
+            raise ConfigError(
+                f"{self.out} holds a search with other settings; choose another --out"
+            )
+        finished = {
+            name: entry for name, entry in previous["trials"].items()
+            if entry["status"] == "done" and (self.out / name / "checkpoint.npz").exists()
+        }  # fmt: skip
+        self.record["trials"] = finished
+        self.record["test"] = previous.get("test", {})
+        self.record["selection"] = previous.get("selection", {})
+
+    def spec(self, trial: Trial) -> RunSpec:
+        return self.base.replace(seed=trial.seed, trial=trial.index, meta_lr=trial.meta_lr)
+
+    def pending(self) -> list[Trial]:
+        return [
+            t for t in self.plan if self.record["trials"].get(t.folder, {}).get("status") != "done"
+        ]
+
+    def save(self) -> None:
+        write_json(self.out / "search.json", self.record)
+
+    def finish_trial(self, trial: Trial, outcome: dict) -> None:
+        """Write a finished trial's folder and record it in search.json."""
+        folder = self.out / trial.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        document = outcome["document"]
+        spec = self.spec(trial)
+        keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation")
+        metadata = {key: document[key] for key in keys}
+        checkpoint.save(
+            folder / "checkpoint.npz", unflatten_phi(outcome["phi"]), outcome["groups"],
+            spec.optimizer, metadata,
+        )  # fmt: skip
+        write_json(folder / "results.json", document)
+        self.record["trials"][trial.folder] = {
+            **asdict(trial), "status": "done", "best_validation": document["best_validation"],
+            "best_epoch": document["best_epoch"], "seconds": outcome["seconds"],
+        }  # fmt: skip
+        self.save()
+
+    def fail_trial(self, trial: Trial, error: BaseException) -> None:
+        self.record["trials"][trial.folder] = {
+            **asdict(trial),
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}",
+        }
+        self.save()
+
+    def selected(self, seed: int) -> Trial | None:
+        """The seed's finished trial with the lowest best validation loss (ties: the first)."""
+        done = [
+            t for t in self.plan
+            if t.seed == seed and self.record["trials"].get(t.folder, {}).get("status") == "done"
+        ]  # fmt: skip
+        if not done:
+            return None
+        return min(
+            done, key=lambda t: (self.record["trials"][t.folder]["best_validation"], t.index)
+        )
+
+
+def unflatten_phi(flat: dict) -> dict:
+    """{'all/lstm/0/W': a, …} → φ's nested dicts and lists."""
+    phi: dict = {}
+    for key in sorted(flat):
+        group, part, *rest = key.split("/")
+        net = phi.setdefault(group, {"lstm": [], "head": {}})
+        if part == "head":
+            net["head"][rest[0]] = flat[key]
+        else:
+            layers = net["lstm"]
+            while len(layers) <= int(rest[0]):
+                layers.append({})
+            layers[int(rest[0])][rest[1]] = flat[key]
+    return phi
+
+
+def worker_died(error: BaseException) -> bool:
+    """Whether a task failed because its worker process died, not because of the trial."""
+    return isinstance(error, BrokenProcessPool)
+
+
+def run_trials(search: Search, executor: Callable, progress) -> None:
+    """Run every pending trial on executors made by `executor()` (each a pair: the executor,
+    and what closes it), writing each trial as it finishes. A trial whose worker process died
+    runs again on a fresh executor, up to ATTEMPTS times; one that still fails, or fails by
+    itself, is recorded as failed by name. (Dask reschedules a task whose worker died by
+    itself, and reports it as failed after its own number of attempts.)"""
+    attempts = dict.fromkeys(search.pending(), 0)
+    while attempts:
+        pool, close = executor()
+        try:
+            futures = {pool.submit(run_trial, search.spec(t).as_dict()): t for t in attempts}
+            for future in as_completed(futures):
+                trial = futures[future]
+                attempts[trial] += 1
+                try:
+                    outcome = future.result()
+                except Exception as error:
+                    if worker_died(error) and attempts[trial] < ATTEMPTS:
+                        continue
+                    search.fail_trial(trial, error)
+                else:
+                    search.finish_trial(trial, outcome)
+                del attempts[trial]
+                progress.update()
+        finally:
+            close()
+
+
+def evaluate_selected(search: Search, executor: Callable) -> None:
+    """For each seed, its selected trial against the tuned baselines on its test problems;
+    a seed whose selection and comparison are recorded already is not run again."""
+    pool, close = executor()
+    submit, futures = pool.submit, {}
+    for seed in search.settings["seeds"]:
+        trial = search.selected(seed)
+        key = str(seed)
+        if trial is None:
+            search.record["selection"][key] = None
+            continue
+        choice = {
+            **asdict(trial),
+            "best_validation": search.record["trials"][trial.folder]["best_validation"],
+        }
+        if search.record["selection"].get(key) == choice and key in search.record["test"]:
+            continue
+        search.record["selection"][key] = choice
+        phi, _, header = checkpoint.load(search.out / trial.folder / "checkpoint.npz")
+        futures[submit(compare_selected, search.spec(trial).as_dict(), phi, header["networks"])] = (
+            key,
+            trial,
+        )
+    try:
+        for future in as_completed(futures):
+            key, trial = futures[future]
+            search.record["test"][key] = results = future.result()
+            document = json.loads((search.out / trial.folder / "results.json").read_text())
+            document |= {"results": results, "selected": asdict(trial)}
+            write_json(search.out / f"seed-{key}" / "results.json", document)
+    finally:
+        close()
+    search.save()
