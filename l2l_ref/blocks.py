@@ -46,7 +46,13 @@ def run_blocks(work: Callable[[slice], object], blocks: list[slice]) -> list:
     pool = _pool()
     if len(blocks) == 1 or pool is None:
         return [work(block) for block in blocks]
-    return list(pool.map(work, blocks))
+    handling = onp.geterr()  # NumPy's error handling is per thread: the caller's applies
+
+    def in_caller_errstate(block):
+        with onp.errstate(**handling):
+            return work(block)
+
+    return list(pool.map(in_caller_errstate, blocks))
 
 
 def _blas_function(names: tuple[str, ...]) -> Callable | None:

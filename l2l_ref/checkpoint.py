@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.errors import ConfigError, L2LError
-from l2l_ref.lstm import OptimizerConfig, init_network
-from l2l_ref.tree import flatten, unflatten_like
+from l2l_ref.lstm import OptimizerConfig, is_shape, network_shapes
+from l2l_ref.tree import flatten, unflatten
 
 FORMAT, VERSION = "l2l-ref-checkpoint", 2  # 2: with the tensor → network assignment
 
@@ -42,6 +42,35 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def npz_bytes(arrays: dict) -> bytes:
+    """An .npz archive of `arrays` whose bytes depend on the arrays only (sorted names, fixed
+    timestamps): the same run writes the same file."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key in sorted(arrays):
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as entry:
+                onp.lib.format.write_array(entry, onp.asarray(arrays[key]), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def read_npz(path: Path, error: type | None = None) -> dict:
+    """The arrays of an .npz file; anything else (no such file, a pickle, a .npy, a broken
+    archive) is refused with `error` (CheckpointError by default) naming the path."""
+    error = error or CheckpointError
+    try:
+        npz = onp.load(path, allow_pickle=False)
+        if not isinstance(npz, onp.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive")
+        with npz:
+            return {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, AttributeError) as e:
+        raise error(f"{path}: not a readable file of l2l-ref ({e})") from None
+
+
 def save(
     path: Path, phi_host: dict, networks: dict, optimizer: OptimizerConfig, metadata: dict
 ) -> None:
@@ -57,9 +86,7 @@ def save(
         **metadata,
     }
     arrays["metadata"] = onp.array(json.dumps(header))
-    buffer = io.BytesIO()
-    onp.savez(buffer, **arrays)
-    write_atomically(path, buffer.getvalue())
+    write_atomically(path, npz_bytes(arrays))
 
 
 def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
@@ -69,13 +96,7 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
     file, pickled content, missing or unexpected arrays, shapes that do not match the saved
     configuration, non-finite values.
     """
-    try:
-        with onp.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    arrays = read_npz(path)
     try:
         header = json.loads(str(arrays.pop("metadata")))
         if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -98,20 +119,30 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path}: bad metadata ({error})") from None
 
-    template = {group: init_network(onp.random.default_rng(0), config) for group in groups}
-    expected = {f"phi/{k}": v.shape for k, v in flatten(template).items()}
-    missing, extra = expected.keys() - arrays.keys(), arrays.keys() - expected.keys()
+    return read_phi(arrays, "phi/", config, groups, path), config, header
+
+
+def read_phi(arrays: dict, prefix: str, config: OptimizerConfig, groups, path) -> dict:
+    """φ from the arrays under `prefix`, one network per group of `config`'s shapes; refuses
+    missing or unexpected arrays, other shapes or dtypes, and non-finite values (a
+    configuration of any size costs nothing here: only the file's arrays are held)."""
+    shapes = {
+        f"{prefix}{group}/{key}": shape
+        for group in groups
+        for key, shape in flatten(network_shapes(config), is_leaf=is_shape).items()
+    }
+    given = {k for k in arrays if k.startswith(prefix)}
+    missing, extra = shapes.keys() - given, given - shapes.keys()
     if missing or extra:
         what = f"missing {sorted(missing)[0]}" if missing else f"unexpected {sorted(extra)[0]}"
         raise CheckpointError(f"{path}: arrays do not match its configuration ({what})")
-    for key, shape in expected.items():
+    for key, shape in shapes.items():
         value = arrays[key]
-        if value.shape != shape or value.dtype.kind != "f":
+        if value.shape != tuple(shape) or value.dtype.kind != "f":
             raise CheckpointError(
                 f"{path}: {key} is {value.dtype}{list(value.shape)}, "
                 f"expected float{list(shape)} for layers {config.layers}"
             )
         if not onp.all(onp.isfinite(value)):
             raise CheckpointError(f"{path}: {key} holds non-finite values")
-    phi = unflatten_like(template, {k.removeprefix("phi/"): v for k, v in arrays.items()})
-    return phi, config, header
+    return unflatten({key.removeprefix(prefix): arrays[key] for key in shapes})

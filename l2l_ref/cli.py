@@ -9,13 +9,26 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
 
-from l2l_ref import blocks, checkpoint, plot, presets, report, run, search, vectors, verify
+from l2l_ref import (
+    blocks,
+    checkpoint,
+    folder,
+    plot,
+    presets,
+    report,
+    run,
+    search,
+    vectors,
+    verify,
+)  # fmt: skip
 from l2l_ref.backends import BACKENDS
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.datasets import DEFAULT_DATA_DIR
@@ -77,6 +90,13 @@ def seed_list(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"a seed is given twice in {text}")
     return seeds
+
+
+def folder_path(text: str) -> Path:
+    """A folder to write into: not an empty name (which would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; name the folder")
+    return Path(text)
 
 
 def rate_range(text: str) -> tuple[float, float]:
@@ -155,8 +175,9 @@ def build_parser() -> Parser:
     train.add_argument("--meta-lr", type=float, help="Adam's learning rate on φ (preset's default)")
     train.add_argument("--seed", type=at_least(0), default=0)
     train.add_argument(
-        "--out", type=Path, help="run folder (default runs/<problem>-<preset>-s<seed>)"
+        "--out", type=folder_path, help="run folder (default runs/<problem>-<preset>-s<seed>)"
     )
+    train.add_argument("--resume", type=Path, metavar="DIR", help="continue the stopped run in DIR")
     training(train)
 
     search_cmd = commands.add_parser(
@@ -182,7 +203,7 @@ def build_parser() -> Parser:
         "--scheduler", help="ADDRESS of a Dask scheduler, e.g. tcp://10.0.0.5:8786"
     )
     search_cmd.add_argument(
-        "--out", type=Path, help="search folder (default runs/search-<problem>-<preset>)"
+        "--out", type=folder_path, help="search folder (default runs/search-<problem>-<preset>)"
     )
     training(search_cmd)
 
@@ -223,7 +244,7 @@ def build_parser() -> Parser:
     vectors_cmd = commands.add_parser("vectors", help="the reference vectors")
     vectors_actions = vectors_cmd.add_subparsers(dest="action", required=True, parser_class=Parser)
     export = vectors_actions.add_parser("export", help="compute and write every case")
-    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    export.add_argument("--out", type=folder_path, required=True, help="folder to write into")
 
     verify_cmd = commands.add_parser(
         "verify",
@@ -315,14 +336,46 @@ def progress_bar(total: int, unit: str, initial: int = 0) -> tqdm:
 
 
 def train_command(args) -> int:
+    if args.resume:
+        return resume_command(args)
     spec = spec_from_args(args, args.seed, args.meta_lr)
     problem = spec.make_problem()
     spec.transfers()  # a backend this machine cannot serve is refused before anything is written
+    run.check_memory(spec, problem)
     out = args.out or free_folder(Path("runs") / f"{args.problem}-{args.preset}-s{args.seed}")
+    for name in ("checkpoint.npz", folder.STATE):  # never overwrite another run
+        if (out / name).exists():
+            raise UsageError(f"{out} already holds a run; choose another --out (or --resume it)")
+    with folder.owned(out):
+        if (out / folder.STATE).exists():  # another run started there since the check above
+            raise UsageError(f"{out} already holds a run; choose another --out (or --resume it)")
+        return train_in(out, spec, problem)
+
+
+def resume_command(args) -> int:
+    """`train --resume DIR`: the run in DIR goes on from its last saved state, with the
+    settings it was started with."""
+    defaults = vars(build_parser().parse_args(["train"]))
+    given = [k for k, v in vars(args).items() if k != "resume" and v != defaults[k]]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
+    out = args.resume
+    if not (out / folder.STATE).is_file():
+        raise UsageError(f"{out}: no {folder.STATE} to resume from (not a run of l2l-ref train)")
+    with folder.owned(out):
+        spec, parts, metadata = folder.load_state(out)
+        if (out / "results.json").exists():
+            raise UsageError(f"{out}: the run finished (results.json); nothing to resume")
+        problem = spec.make_problem()
+        state = folder.restore(parts, metadata, spec.transfers()[0])
+        return train_in(out, spec, problem, state)
+
+
+def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
+    """Meta-train in the run folder `out` (owned), from `state` if given; save the best φ and
+    the state as training goes; then compare, print and write the results."""
     path = out / "checkpoint.npz"
-    if path.exists():  # never overwrite another run's optimizer
-        raise UsageError(f"{out} already holds a checkpoint; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     metadata = {
         "problem": {"name": problem.name, "settings": problem.settings},
         "preset": spec.preset,
@@ -337,9 +390,11 @@ def train_command(args) -> int:
             metadata | {"best_epoch": best.best_epoch, "best_validation": best.best_validation},
         )  # fmt: skip
 
+    if state is not None:  # the best φ of the state, whatever a kill left of the checkpoint
+        on_best(state.result)
     header = spec.describe(problem)
     print(f"training: {header}\n  {spec.optimizer}\n  {spec.train}", file=sys.stderr)
-    bar = progress_bar(spec.train.epochs, "epoch")
+    bar = progress_bar(spec.train.epochs, "epoch", state.epoch if state else 0)
     validation = [float("nan")]
 
     def on_epoch(epoch, meta_loss, score):
@@ -353,9 +408,12 @@ def train_command(args) -> int:
         bar.set_postfix(meta_loss=f"{meta_loss:.4g}", validation=f"{validation[0]:.4g}")
         bar.update()
 
+    def on_state(new_state):
+        folder.save_state(out, new_state, spec, to_host)
+
     start = time.perf_counter()
     try:
-        result = run.train(spec, problem, on_epoch, on_best)
+        result = run.train(spec, problem, on_epoch, on_best, state, on_state)
     except NonFiniteMetaLoss as error:
         bar.close()
         print(
@@ -364,16 +422,20 @@ def train_command(args) -> int:
         )
         return 1
     bar.close()
-    train_seconds = time.perf_counter() - start
     print(
         f"best validation loss {result.best_validation:.4g} at epoch {result.best_epoch} "
-        f"({train_seconds:.0f} s); checkpoint {path}",
+        f"({time.perf_counter() - start:.0f} s); checkpoint {path}",
         file=sys.stderr,
     )
-    phi_host = checkpoint.load(path)[0]
-    results = run.compare(spec, phi_host, result.groups, problem)
-    document = run.document(spec, problem, results, result, train_seconds=train_seconds)
-    print(table(results, document["settings"]))
+    if result.best_epoch == 0:
+        print(
+            "l2l-ref: note: no epoch improved on the untrained optimizer; what follows compares "
+            "the untrained φ of epoch 0",
+            file=sys.stderr,
+        )
+    results = run.compare(spec, checkpoint.load(path)[0], result.groups, problem)
+    document = run.document(spec, problem, results, result)
+    print(table(results, document["settings"]))  # before writing: a full disk loses nothing
     write_json(out / "results.json", document)
     print(f"results: {out / 'results.json'}")
     return 0
@@ -386,8 +448,8 @@ def evaluate_command(args) -> int:
         test_problems=args.test_problems, learning_rates=args.learning_rates,
         backend=args.backend, dtype=args.dtype, validation_problems=args.validation_problems,
     )  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.json:  # an unwritable place is found out before the evaluation, not after
+        folder.check_writable(args.json.parent)
     results = run.compare(spec, phi_host, header["networks"], problem, args.steps, args.seed)
     document = run.document(
         spec, problem, results, steps=args.steps, seed=args.seed,
@@ -507,17 +569,43 @@ COMMANDS = {
 }
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the program stops as on Ctrl-C (temporary files removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop(signum, frame):
+    raise Stopped(signum)
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"l2l-ref: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 a result that failed (a diverged meta-loss, a divergent
+    candidate, failed trials); 2 bad input; 3 a partial verify; 4 an I/O error (a full disk,
+    a read-only folder); 128 + the signal's number when stopped (130 for Ctrl-C)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    warnings.showwarning = one_line_warning
     try:
         args = build_parser().parse_args(argv)
         blocks.thread_count()  # a bad L2L_REF_THREADS is refused before any work
         return COMMANDS[args.command](args)
-    except (L2LError, OSError) as error:
+    except L2LError as error:
         print(f"l2l-ref: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("l2l-ref: interrupted", file=sys.stderr)
-        return 130
+    except OSError as error:
+        print(f"l2l-ref: I/O error: {error}", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"l2l-ref: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

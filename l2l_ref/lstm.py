@@ -73,6 +73,20 @@ def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> 
     return stddev * sample
 
 
+def network_shapes(config: OptimizerConfig) -> dict:
+    """The shape of every array of one network's φ, without allocating any."""
+    lstm, n_in = [], config.input_size
+    for units in config.layers:
+        lstm.append({"W": (n_in + units, 4 * units), "b": (4 * units,)})
+        n_in = units
+    return {"lstm": lstm, "head": {"W": (n_in, 1), "b": (1,)}}
+
+
+def is_shape(value) -> bool:
+    """A leaf of network_shapes' tree."""
+    return isinstance(value, tuple)
+
+
 def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     """φ of one network, on the host, initialised as the released code does (spec §2).
 

@@ -207,6 +207,18 @@ class TrainResult:
     groups: dict  # optimizee tensor -> the network of φ that serves it
 
 
+@dataclass
+class TrainState:
+    """Where meta-training stands after `epoch` epochs: everything it needs to go on, so that a
+    run continued from a saved state ends exactly as the same run uninterrupted."""
+
+    epoch: int
+    phi: dict
+    adam: dict  # Adam's state on φ: {"m", "v", "t"}
+    train_rng: dict  # the state of the stream that draws the training problems
+    result: TrainResult  # the best φ so far, and the curves
+
+
 def meta_train(
     problem: Problem,
     opt_config: OptimizerConfig,
@@ -215,12 +227,15 @@ def meta_train(
     to_host: Callable,
     on_epoch: Callable | None = None,
     on_best: Callable | None = None,
+    state: TrainState | None = None,
+    on_state: Callable | None = None,
 ) -> TrainResult:
     """Meta-train φ on `problem` (Section 3), keeping the φ best on the validation problems.
 
-    on_epoch(epoch, meta_loss, validation_or_None) is called after every epoch;
-    on_best(result) with the TrainResult so far whenever a new best φ is found, from epoch 0 (the
-    untrained φ) on, so a caller can checkpoint it.
+    on_epoch(epoch, meta_loss, validation_or_None) is called after every epoch; on_best(result)
+    with the TrainResult so far whenever a new best φ is found, from epoch 0 (the untrained φ)
+    on; on_state(state) with the TrainState after epoch 0 and every epoch, so that a caller can
+    save it and continue later by passing it back as `state`.
     """
     validation_rng = rng_for(config.seed, "validation")
     train_rng = rng_for(config.seed, "train", config.trial)
@@ -229,17 +244,23 @@ def meta_train(
         for _ in range(config.validation_problems)
     ]
     groups = assign_networks(validation[0].theta0, problem, opt_config)
-    phi = init_phi(rng_for(config.seed, "init", config.trial), groups, opt_config, to_device)
 
     def validate(phi):
         return mean_final_loss(phi, validation, config.steps, groups, opt_config, to_host)
 
-    best = TrainResult(phi, 0, validate(phi), [], [], groups)
-    best.validation.append((0, best.best_validation))
-    if on_best:
-        on_best(best)
-    adam_state = adam_init(phi)
-    for epoch in range(1, config.epochs + 1):
+    if state is None:
+        phi = init_phi(rng_for(config.seed, "init", config.trial), groups, opt_config, to_device)
+        best = TrainResult(phi, 0, validate(phi), [], [], groups)
+        best.validation.append((0, best.best_validation))
+        state = TrainState(0, phi, adam_init(phi), train_rng.bit_generator.state, best)
+        if on_state:  # first: a caller's saved best φ then always has a state to go with it
+            on_state(state)
+        if on_best:
+            on_best(best)
+    else:
+        train_rng.bit_generator.state = state.train_rng
+    phi, adam_state, best = state.phi, state.adam, state.result
+    for epoch in range(state.epoch + 1, config.epochs + 1):
         instance = problem.sample(train_rng, to_device)
         try:
             phi, adam_state, losses, _ = train_epoch(
@@ -257,6 +278,8 @@ def meta_train(
                 best.phi, best.best_epoch, best.best_validation = phi, epoch, score
                 if on_best:
                     on_best(best)
+        if on_state:
+            on_state(TrainState(epoch, phi, adam_state, train_rng.bit_generator.state, best))
         if on_epoch:
             on_epoch(epoch, best.meta_losses[-1], score)
     return best

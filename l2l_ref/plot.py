@@ -38,23 +38,39 @@ def pyplot():
 
 def load_results(path: Path, training: bool = False) -> dict:
     """A results.json of `l2l-ref train` or `evaluate --json`, checked for what the plots read:
-    the loss curves, or with `training` the meta-loss and validation curves."""
+    the loss curves, or with `training` the meta-loss and validation curves, each a list of
+    numbers (null where a loss was not finite)."""
     try:
         document = json.loads(Path(path).read_text())
-        if training and not (
-            document["training"]["meta_loss"] and document["training"]["validation"]
-        ):
-            raise ValueError("empty training curves")
-        for entry in [] if training else document["results"].values():
-            if len(entry["mean_loss"]) != len(entry["stderr_loss"]):
-                raise ValueError("mean and standard error curves differ in length")
+        if training:
+            curves = document["training"]
+            numbers(curves["meta_loss"])
+            numbers([loss for _, loss in curves["validation"]])
+            numbers([epoch for epoch, _ in curves["validation"]])
+        else:
+            for entry in document["results"].values():
+                if len(numbers(entry["mean_loss"])) != len(numbers(entry["stderr_loss"])):
+                    raise ValueError("mean and standard error curves differ in length")
+                if "learning_rate" in entry:
+                    float(entry["learning_rate"])
         if not isinstance(document["problem"]["name"], str) or "settings" not in document:
             raise ValueError("no problem name or settings")
+        title(document)
     except FileNotFoundError:
         raise PlotError(f"{path}: no such file") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise PlotError(f"{path}: not a results file of l2l-ref ({error!r})") from None
     return document
+
+
+def numbers(values) -> list:
+    """`values` if it is a non-empty list of numbers or nulls; else ValueError."""
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"expected a list of numbers, got {str(values)[:40]}")
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"{value!r} in a curve is not a number")
+    return values
 
 
 def title(document: dict) -> str:
@@ -165,14 +181,12 @@ def load_search(path: Path) -> dict:
     """A search.json, checked for what plot_search reads."""
     try:
         document = json.loads(Path(path).read_text())
-        for entry in document["trials"].values():
-            if entry["status"] == "done":
-                float(entry["best_validation"]), float(entry["meta_lr"]), int(entry["seed"])
+        done = [t for t in document["trials"].values() if t["status"] == "done"]
+        numbers([t["best_validation"] for t in done] + [t["meta_lr"] for t in done])
         for results in document["test"].values():
-            for name, entry in results.items():
-                if name != "LSTM":
-                    float(entry["minus_lstm"]["mean"]), float(entry["minus_lstm"]["stderr"])
-        document["settings"]["run"]["problem"]
+            paired = [e["minus_lstm"] for name, e in results.items() if name != "LSTM"]
+            numbers([p["mean"] for p in paired] + [p["stderr"] for p in paired])
+        numbers(document["settings"]["seeds"] + document["settings"]["meta_lr_range"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise PlotError(f"{path}: not a search file of l2l-ref ({error!r})") from None
     return document

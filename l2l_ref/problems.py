@@ -118,6 +118,7 @@ def mlp(
         raise ConfigError(
             f"unknown activation {activation!r} (choose from {', '.join(ACTIVATIONS)})"
         )
+    check_batch(splits, batch)
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
     sizes = (int(onp.prod(splits["train"][0].shape[1:])), *hidden, classes)
     act = ACTIVATIONS[activation]
@@ -144,6 +145,15 @@ def mlp(
     return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample)
 
 
+def check_batch(splits: dict, batch: int) -> None:
+    """A minibatch of `batch` distinct images must fit in every split."""
+    smallest = min(splits, key=lambda split: len(splits[split][0]))
+    if not 1 <= batch <= len(splits[smallest][0]):
+        raise ConfigError(
+            f"minibatch of {batch} images, but the {smallest} split has {len(splits[smallest][0])}"
+        )
+
+
 def minibatches(
     rng: onp.random.Generator, splits: dict, split: str, classes: int, batch: int, to_device
 ) -> tuple:
@@ -152,8 +162,6 @@ def minibatches(
     (the instance's seed, t), so f(θ_t) and ∇_t read the same ones whatever the order of calls.
     Also returns the host data that define them (Instance.data)."""
     images, labels = splits[split]
-    if not 1 <= batch <= len(images):
-        raise ConfigError(f"minibatch of {batch} from {len(images)} {split} images")
     batch_seed = int(rng.integers(2**63))
 
     def indices(t: int) -> onp.ndarray:
@@ -248,8 +256,14 @@ def conv_net(
     constant), so their gradients are 0 in exact arithmetic and round-off in practice; the
     released code has them (22,682 parameters). biases=False leaves them out."""
     images, _ = splits["train"]
+    check_batch(splits, batch)
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
     height, width, depth = images.shape[1:]
+    if min(height, width) < 2 ** len(channels):
+        raise ConfigError(
+            f"images of {height}×{width} pixels are too small for {len(channels)} "
+            f"convolution layers with 2×2 pooling (at least {2 ** len(channels)} each way)"
+        )
     for _ in channels:
         height, width = height // 2, width // 2
     shapes = {}

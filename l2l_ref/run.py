@@ -8,16 +8,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as onp
+
 from l2l_ref import presets
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.errors import ConfigError
 from l2l_ref.evaluate import evaluate
-from l2l_ref.lstm import OptimizerConfig
-from l2l_ref.meta_train import TrainConfig, TrainResult, meta_train
+from l2l_ref.lstm import OptimizerConfig, is_shape, network_shapes
+from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
 from l2l_ref.problems import Problem
-from l2l_ref.tree import tree_map
+from l2l_ref.tree import flatten, tree_map
 
 DTYPES = ("float64", "float32")
 
@@ -151,11 +153,67 @@ def train(
     problem: Problem | None = None,
     on_epoch: Callable | None = None,
     on_best: Callable | None = None,
+    state: TrainState | None = None,
+    on_state: Callable | None = None,
 ) -> TrainResult:
-    """Meta-train the run's optimizer (Section 3; l2l_ref.meta_train)."""
+    """Meta-train the run's optimizer (Section 3; l2l_ref.meta_train), from `state` if given."""
     to_device, to_host = spec.transfers()
     problem = problem or spec.make_problem()
-    return meta_train(problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best)
+    return meta_train(
+        problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best, state,
+        on_state,
+    )  # fmt: skip
+
+
+def memory_estimate(spec: RunSpec, problem: Problem) -> int:
+    """Bytes a run needs at its peak, roughly: the unroll's tape of the hand-written
+    meta-gradient, T · N · (7 ΣH + n_in + 1) (docs/performance.md; four times that for the
+    traced, second-order path), the hidden states, φ with its Adam moments and gradients, and
+    the validation and test problems."""
+    first, second = (problem.sample(onp.random.default_rng(k), onp.asarray) for k in (0, 1))
+    coordinates = sum(onp.size(x) for x in first.theta0.values())
+    own = [
+        v
+        for k, v in first.data.items()
+        if isinstance(v, onp.ndarray) and v is not second.data.get(k)
+    ]
+    instance = sum(onp.asarray(x).nbytes for x in first.theta0.values()) + sum(
+        a.nbytes for a in own
+    )
+    width = onp.dtype(spec.dtype).itemsize
+    units, n_in = sum(spec.optimizer.layers), spec.optimizer.input_size
+    tape = spec.train.unroll * coordinates * (7 * units + n_in + 1) * width
+    if spec.train.second_order or spec.optimizer.cell != "fused":
+        tape *= 4
+    hidden = 6 * coordinates * units * width
+    parameters = sum(
+        math.prod(shape)
+        for shape in flatten(network_shapes(spec.optimizer), is_leaf=is_shape).values()
+    ) * len(set(assign_networks(first.theta0, problem, spec.optimizer).values()))
+    problems = (spec.train.validation_problems + spec.test_problems) * instance
+    return tape + hidden + 8 * parameters * width + problems
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine has available now (Linux's MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(spec: RunSpec, problem: Problem) -> None:
+    """Refuse, before allocating anything, a run whose estimate exceeds the memory here."""
+    needed, available = memory_estimate(spec, problem), available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"this run needs about {needed / 2**30:.1f} GiB of memory (unroll × coordinates × "
+            f"LSTM units, φ and the problems), and {available / 2**30:.1f} GiB are available"
+        )
 
 
 def compare(

@@ -33,7 +33,7 @@ from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.evaluate import write_json
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
 from l2l_ref.run import RunSpec
-from l2l_ref.tree import flatten, tree_map
+from l2l_ref.tree import flatten, tree_map, unflatten
 
 FORMAT, VERSION = "l2l-ref-search", 1
 ATTEMPTS = 2  # a trial whose worker dies is run once more, then reported as failed
@@ -108,7 +108,18 @@ def local_pool(workers: int) -> tuple[Executor, Callable]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(workers, context, _one_thread_each, (threads,))
-    return pool, lambda: pool.shutdown(cancel_futures=True)
+
+    def close():
+        # a search that stops (Ctrl-C, SIGTERM) stops its workers too, rather than waiting for
+        # their trials; the executor's API cannot, so its processes are ended here
+        processes = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+
+    return pool, close
 
 
 def dask_executor(address: str) -> tuple[Executor, Callable]:
@@ -188,7 +199,7 @@ class Search:
         keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation")
         metadata = {key: document[key] for key in keys}
         checkpoint.save(
-            folder / "checkpoint.npz", unflatten_phi(outcome["phi"]), outcome["groups"],
+            folder / "checkpoint.npz", unflatten(outcome["phi"]), outcome["groups"],
             spec.optimizer, metadata,
         )  # fmt: skip
         write_json(folder / "results.json", document)
@@ -217,22 +228,6 @@ class Search:
         return min(
             done, key=lambda t: (self.record["trials"][t.folder]["best_validation"], t.index)
         )
-
-
-def unflatten_phi(flat: dict) -> dict:
-    """{'all/lstm/0/W': a, …} → φ's nested dicts and lists."""
-    phi: dict = {}
-    for key in sorted(flat):
-        group, part, *rest = key.split("/")
-        net = phi.setdefault(group, {"lstm": [], "head": {}})
-        if part == "head":
-            net["head"][rest[0]] = flat[key]
-        else:
-            layers = net["lstm"]
-            while len(layers) <= int(rest[0]):
-                layers.append({})
-            layers[int(rest[0])][rest[1]] = flat[key]
-    return phi
 
 
 def worker_died(error: BaseException) -> bool:

@@ -13,8 +13,11 @@ def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
     return fn(tree, *rest)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """The leaves of `tree` keyed by their path, e.g. 'all/lstm/0/W'."""
+def flatten(tree: Any, prefix: str = "", is_leaf: Callable | None = None) -> dict[str, Any]:
+    """The leaves of `tree` keyed by their path, e.g. 'all/lstm/0/W'; `is_leaf` marks
+    containers to keep whole (a shape tuple)."""
+    if is_leaf is not None and is_leaf(tree):
+        return {prefix: tree}
     if isinstance(tree, dict):
         items = tree.items()
     elif isinstance(tree, list | tuple):
@@ -23,20 +26,27 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix: tree}
     flat = {}
     for key, subtree in items:
-        flat.update(flatten(subtree, f"{prefix}/{key}" if prefix else str(key)))
+        flat.update(flatten(subtree, f"{prefix}/{key}" if prefix else str(key), is_leaf))
     return flat
 
 
-def unflatten_like(template: Any, flat: dict[str, Any], prefix: str = "") -> Any:
-    """The tree of `template`'s structure whose leaves are taken from `flat` by path."""
-    if isinstance(template, dict):
-        return {
-            k: unflatten_like(v, flat, f"{prefix}/{k}" if prefix else k)
-            for k, v in template.items()
-        }
-    if isinstance(template, list | tuple):
-        return type(template)(
-            unflatten_like(v, flat, f"{prefix}/{i}" if prefix else str(i))
-            for i, v in enumerate(template)
-        )
-    return flat[prefix]
+def unflatten(flat: dict[str, Any]) -> Any:
+    """The tree whose leaves `flat` holds by path (the inverse of flatten): a level whose keys
+    are all 0, 1, 2, … is a list, any other a dict."""
+    tree: dict = {}
+    for path, leaf in flat.items():
+        *parents, last = path.split("/")
+        node = tree
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = leaf
+    return _lists(tree)
+
+
+def _lists(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    children = {key: _lists(child) for key, child in node.items()}
+    if children and sorted(children) == [str(k) for k in range(len(children))]:
+        return [children[str(k)] for k in range(len(children))]
+    return children

@@ -11,9 +11,7 @@ stage, each array indexed by step (or by unroll) along its first axis; and names
 it is there to catch, the stage where verify reports it first (tests plant every one of them).
 """
 
-import io
 import json
-import zipfile
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -23,7 +21,7 @@ import numpy as onp
 from autograd import grad
 
 from l2l_ref.baselines import BASELINES, adam_init, adam_update
-from l2l_ref.checkpoint import write_atomically
+from l2l_ref.checkpoint import npz_bytes, write_atomically
 from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import assign_networks, init_phi, start_hidden
 from l2l_ref.preprocessing import PREPROCESSORS
@@ -512,19 +510,6 @@ def describe(case, arrays: dict) -> dict:
         }
     entry["arrays"] = {key: list(value.shape) for key, value in sorted(arrays.items())}
     return entry
-
-
-def npz_bytes(arrays: dict) -> bytes:
-    """An .npz archive of `arrays` whose bytes depend on the arrays only (sorted names, fixed
-    timestamps), so that re-exporting unchanged vectors changes no file."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for key in sorted(arrays):
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as entry:
-                onp.lib.format.write_array(entry, onp.asarray(arrays[key]), allow_pickle=False)
-    return buffer.getvalue()
 
 
 def export(out: Path, cases=CASES) -> list[Path]:

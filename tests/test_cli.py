@@ -164,7 +164,7 @@ def test_train_refuses_to_overwrite_a_run(trained):
     out, _ = trained
     before = (out / "checkpoint.npz").read_bytes()
     result = l2l("train", *SMALL, "--out", out)
-    assert result.returncode == 2 and "already holds a checkpoint" in result.stderr
+    assert result.returncode == 2 and "already holds a run" in result.stderr
     assert (out / "checkpoint.npz").read_bytes() == before
 
 

@@ -1,0 +1,141 @@
+"""A run folder: owned by one process at a time, its files written whole or not at all, and the
+state a run continues from after it was stopped (`l2l-ref train --resume`).
+
+The owner holds an exclusive lock (flock) on FOLDER/.lock. The kernel releases it when the
+process ends, however it ends, so a killed run never leaves a stale lock behind; the file
+itself stays and names the last owner. A new owner removes the temporary files that a killed
+run's atomic writes may have left.
+
+FOLDER/state.npz is written, atomically, after every epoch: φ, Adam's moments and step count,
+the epoch, the state of the stream that draws training problems, the best φ with its epoch
+and validation loss, the curves, and the run's settings; enough for the continued run to end
+exactly as the uninterrupted one would have.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as onp
+
+from l2l_ref.checkpoint import CheckpointError, npz_bytes, read_npz, read_phi, write_atomically
+from l2l_ref.errors import L2LError
+from l2l_ref.meta_train import TrainResult, TrainState
+from l2l_ref.run import RunSpec
+from l2l_ref.tree import flatten, tree_map
+
+LOCK, STATE = ".lock", "state.npz"
+FORMAT, VERSION = "l2l-ref-state", 1
+
+
+class FolderInUse(L2LError):
+    """Another process owns the run folder."""
+
+
+@contextlib.contextmanager
+def owned(folder: Path) -> Iterator[Path]:
+    """Own `folder` (created if need be) for the duration: refused if another process owns it;
+    temporary files of a killed run are removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderInUse(f"{folder} is in use by another l2l-ref process (pid {owner})") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        for stale in folder.glob(".*.tmp"):  # left by an atomic write that a kill interrupted
+            stale.unlink(missing_ok=True)
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_writable(place: Path) -> None:
+    """Make `place` (a folder) if need be and write a file into it: an OSError now, before any
+    work, rather than after."""
+    place = Path(place)
+    place.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=place, prefix=".probe.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def save_state(folder: Path, state: TrainState, spec: RunSpec, to_host) -> None:
+    """Write FOLDER/state.npz for `state` (arrays as host arrays)."""
+    result = state.result
+    arrays = {}
+    for prefix, tree in (
+        ("phi/", state.phi), ("adam/m/", state.adam["m"]), ("adam/v/", state.adam["v"]),
+        ("best/", result.phi),
+    ):  # fmt: skip
+        arrays |= {prefix + key: onp.asarray(to_host(v)) for key, v in flatten(tree).items()}
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "run": spec.as_dict(),
+        "epoch": state.epoch,
+        "adam_steps": state.adam["t"],
+        "train_rng": state.train_rng,
+        "best_epoch": result.best_epoch,
+        "best_validation": _number(result.best_validation),
+        "meta_losses": result.meta_losses,
+        "validation": [[epoch, _number(loss)] for epoch, loss in result.validation],
+        "groups": result.groups,
+    }
+    arrays["metadata"] = onp.array(json.dumps(metadata, allow_nan=False))
+    write_atomically(Path(folder) / STATE, npz_bytes(arrays))
+
+
+def _number(value: float) -> float | str:
+    """JSON has no inf: a validation that diverged is written "inf"."""
+    return value if onp.isfinite(value) else "inf"
+
+
+def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
+    """The run and the saved state of FOLDER (φ's arrays on the host): (spec, arrays by part,
+    metadata). Anything that is not a complete state of this format is refused."""
+    path = Path(folder) / STATE
+    arrays = read_npz(path)
+    try:
+        metadata = json.loads(str(arrays.pop("metadata")))
+        if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+            raise ValueError(f"not an {FORMAT} version {VERSION} file")
+        spec = RunSpec.from_dict(metadata["run"])
+        epoch, steps = int(metadata["epoch"]), int(metadata["adam_steps"])
+        if not 0 <= epoch <= spec.train.epochs or steps < 0:
+            raise ValueError(f"epoch {epoch} of {spec.train.epochs}, {steps} Adam steps")
+        groups = metadata["groups"]
+        if not isinstance(groups, dict):
+            raise TypeError(f"groups is {groups!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, L2LError) as error:
+        raise CheckpointError(f"{path}: bad state ({error})") from None
+    networks = sorted(set(groups.values()))
+    parts = {
+        part: read_phi(arrays, f"{part}/", spec.optimizer, networks, path)
+        for part in ("phi", "adam/m", "adam/v", "best")
+    }
+    return spec, parts, metadata
+
+
+def restore(parts: dict, metadata: dict, to_device) -> TrainState:
+    """The TrainState of a loaded state, its arrays moved to the device."""
+    phi, m, v, best = (tree_map(to_device, parts[p]) for p in ("phi", "adam/m", "adam/v", "best"))
+    result = TrainResult(
+        best,
+        metadata["best_epoch"],
+        float(metadata["best_validation"]),
+        [float(loss) for loss in metadata["meta_losses"]],
+        [(epoch, float(loss)) for epoch, loss in metadata["validation"]],
+        metadata["groups"],
+    )
+    adam = {"m": m, "v": v, "t": metadata["adam_steps"]}
+    return TrainState(metadata["epoch"], phi, adam, metadata["train_rng"], result)

@@ -1,0 +1,345 @@
+"""Reliability (issue 15): a run killed at any moment continues with `--resume` to the same
+bytes as the run uninterrupted; one process per run folder; signals stop like Ctrl-C; I/O
+failures lose nothing finished; every bad input is one line with a documented exit code."""
+
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from l2l_ref import cli, folder
+from l2l_ref.cli import main
+
+SMALL = [
+    "--epochs", "12", "--steps", "10", "--unroll", "5", "--layers", "4", "--eval-every", "3",
+    "--validation-problems", "2", "--test-problems", "3", "--learning-rates", "0.1,1",
+]  # fmt: skip
+EXIT_CODES = {0, 1, 2, 3, 4}
+
+
+def l2l(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "l2l_ref.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )  # fmt: skip
+
+
+def start(*args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "l2l_ref.cli", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    result = l2l("train", *SMALL, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def assert_same_run(a: Path, b: Path):
+    assert (a / "checkpoint.npz").read_bytes() == (b / "checkpoint.npz").read_bytes()
+    assert (a / "results.json").read_bytes() == (b / "results.json").read_bytes()
+    assert not list(b.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_killed_again_and_again_a_run_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL at random moments (inside epochs, validations, state and checkpoint writes),
+    each time continued with --resume, or started over where no state had been saved yet."""
+    longer = [*SMALL, "--epochs", "300", "--eval-every", "7"]
+    whole = l2l("train", *longer, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    out, rng = tmp_path / "run", random.Random(7)
+    kills = 0
+    for _ in range(15):
+        if (out / folder.STATE).exists():
+            process = start("train", "--resume", out)
+        else:
+            process = start("train", *longer, "--out", out)
+        try:
+            process.wait(timeout=rng.uniform(1.0, 3.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+            kills += 1
+            continue
+        assert process.returncode == 0, process.stderr.read()
+        break
+    else:
+        result = l2l("train", "--resume", out)
+        assert result.returncode == 0, result.stderr
+    assert kills >= 2
+    assert_same_run(tmp_path / "whole", out)
+
+
+def test_a_kill_inside_an_atomic_write_leaves_the_last_good_files(
+    uninterrupted, tmp_path, monkeypatch, capsys
+):
+    """Stopped between writing a temporary file and renaming it (the state's, the
+    checkpoint's, several times over): the temporary files are cleaned up by the next run on
+    the folder, and the run resumes to the same bytes."""
+    out = tmp_path / "run"
+    real_replace, calls = os.replace, {"n": 0}
+
+    def stopped_on(numbers):
+        def replace(source, target):
+            calls["n"] += 1
+            if calls["n"] in numbers:
+                raise KeyboardInterrupt  # as a kill would, after the temporary file is written
+            real_replace(source, target)
+
+        return replace
+
+    monkeypatch.setattr(os, "replace", stopped_on({3}))
+    assert main(["train", *SMALL, "--out", str(out)]) == 130
+    for stop in ({4}, {2}, {9}):
+        calls["n"] = 0
+        monkeypatch.setattr(os, "replace", stopped_on(stop))
+        assert main(["train", "--resume", str(out)]) == 130
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(["train", "--resume", str(out)]) == 0
+    capsys.readouterr()
+    assert_same_run(uninterrupted, out)
+
+
+def test_a_second_run_on_a_folder_is_refused_and_a_killed_ones_lock_does_not_block(tmp_path):
+    out = tmp_path / "run"
+    first = start("train", *SMALL, "--epochs", "400", "--out", out)
+    try:
+        deadline = time.time() + 60
+        while not (out / folder.STATE).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        second = l2l("train", *SMALL, "--out", out)
+        assert second.returncode == 2 and "already holds a run" in second.stderr
+        resumed = l2l("train", "--resume", out)
+        assert resumed.returncode == 2, resumed.stderr
+        (line,) = resumed.stderr.strip().splitlines()
+        assert f"in use by another l2l-ref process (pid {first.pid})" in line
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    resumed = start("train", "--resume", out)  # the killed run's lock is gone with it
+    time.sleep(3)
+    assert resumed.poll() is None, resumed.stderr.read()
+    resumed.kill()
+    resumed.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_signals_stop_like_ctrl_c(signum, tmp_path):
+    out = tmp_path / "run"
+    process = start("train", *SMALL, "--epochs", "400", "--out", out)
+    deadline = time.time() + 60
+    while not (out / folder.STATE).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    assert (
+        stderr.strip().splitlines()[-1] == f"l2l-ref: interrupted ({signal.Signals(signum).name})"
+    )
+    assert "Traceback" not in stderr and not list(out.glob(".*.tmp"))
+    assert (out / "checkpoint.npz").exists() and (out / folder.STATE).exists()
+
+
+def test_a_full_disk_after_training_loses_no_table(tmp_path, monkeypatch, capsys):
+    def full(path, document):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "write_json", full)
+    assert main(["train", *SMALL, "--epochs", "2", "--out", str(tmp_path / "run")]) == 4
+    captured = capsys.readouterr()
+    assert "optimizer  learning rate" in captured.out and "LSTM" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("l2l-ref: I/O error: [Errno 28]")
+    assert (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_an_unwritable_place_for_evaluate_is_refused_before_the_evaluation(uninterrupted):
+    result = l2l("evaluate", uninterrupted / "checkpoint.npz", "--json", "/proc/l2l-ref/e.json")
+    assert result.returncode == 4 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("l2l-ref: I/O error")
+
+
+def test_an_untrained_best_optimizer_is_said(tmp_path):
+    result = l2l("train", *SMALL, "--epochs", "3", "--meta-lr", "10000", "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    assert "no epoch improved on the untrained optimizer" in result.stderr
+
+
+def test_a_diverging_run_prints_no_warnings(tmp_path):
+    result = l2l(
+        "train", *SMALL, "--dtype", "float32", "--meta-lr", "1e30", "--out", tmp_path / "r"
+    )
+    assert result.returncode == 1
+    assert "Warning" not in result.stderr and "warn" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("l2l-ref: training stopped")
+
+
+# --- bad input: named regressions ------------------------------------------------------------
+
+
+def idx(path: Path, magic: int, array: np.ndarray):
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def tiny_idx(folder: Path, n=20, size=1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        idx(folder / f"{split}-images-idx3-ubyte", 0x803, rng.integers(0, 255, (n, size, size)))
+        idx(folder / f"{split}-labels-idx1-ubyte", 0x801, np.arange(n) % 3)
+    return folder
+
+
+def checkpoint_with(path: Path, source: Path, **fields) -> Path:
+    with np.load(source, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    metadata = json.loads(str(arrays["metadata"]))
+    for key, value in fields.items():
+        if value is None:
+            metadata.pop(key)
+        else:
+            metadata[key] = value
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    np.savez(path, **arrays)
+    return path
+
+
+def regressions(tmp_path: Path, good: Path) -> dict:
+    results = json.loads((good.parent / "results.json").read_text())
+    results["results"]["LSTM"]["mean_loss"][3] = "many"
+    (tmp_path / "string.json").write_text(json.dumps(results))
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    broken = tmp_path / "manifest"
+    broken.mkdir()
+    manifest = json.loads((Path(cli.vectors.DEFAULT_FOLDER) / "manifest.json").read_text())
+    del manifest["cases"][1]["name"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    steps = {**json.loads(str(np.load(good)["metadata"]))["train"], "steps": -5}
+    tiny = tiny_idx(tmp_path / "tiny")
+    one_pixel = tiny_idx(tmp_path / "one-pixel", n=200, size=1)
+    return {
+        "negative seed": ["train", "--seed", "-1"],
+        "a minibatch larger than the images": ["train", "--problem", "mnist", "--batch", "6000",
+                                               "--data-dir", str(tiny)],
+        "a small image set with the default batch": ["train", "--problem", "mnist",
+                                                     "--data-dir", str(tiny)],
+        "298 GiB of LSTM": ["train", "--layers", "100000"],
+        "an unroll that cannot fit": ["train", "--steps", "1000000", "--unroll", "1000000",
+                                      "--layers", "2000"],
+        "evaluate a .npy": ["evaluate", str(tmp_path / "array.npy")],
+        "metadata a list": ["evaluate", str(checkpoint_with(tmp_path / "a.npz", good, groups=[1]))],
+        "groups a number": ["evaluate", str(checkpoint_with(tmp_path / "b.npz", good, groups=3))],
+        "no preset": ["evaluate", str(checkpoint_with(tmp_path / "c.npz", good, preset=None))],
+        "train.steps -5": ["evaluate", str(checkpoint_with(tmp_path / "d.npz", good, train=steps))],
+        "a conv net on 1×1 images": ["train", "--problem", "cifar", "--data-dir", str(one_pixel),
+                                     "--batch", "4"],
+        "a string in a curve": ["plot", str(tmp_path / "string.json"), "-o",
+                                str(tmp_path / "p.png")],
+        "a reference case without a name": ["verify", str(broken), "--vectors", str(broken)],
+        "an empty --out": ["train", "--out", ""],
+        "--resume with other settings": ["train", "--resume", str(good.parent), "--epochs", "3"],
+        "--resume a folder that is not a run": ["train", "--resume", str(tmp_path)],
+    }  # fmt: skip
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_named_bad_inputs_are_one_line_and_exit_2(uninterrupted, tmp_path, monkeypatch):
+    cases = regressions(tmp_path, uninterrupted / "checkpoint.npz")
+    monkeypatch.chdir(tmp_path)
+    for name, argv in cases.items():
+        before = set(Path(tmp_path).rglob("*"))
+        code, _, err = run_main(argv)
+        assert code == 2, (name, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), (name, err)
+        assert set(Path(tmp_path).rglob("*")) == before, f"{name}: wrote something"
+    assert "GiB" in run_main(cases["298 GiB of LSTM"])[2]
+
+
+# --- bad input: any command line ----------------------------------------------------------------
+
+NASTY = st.sampled_from(
+    ["", "x", "-1", "0", "1", "2", "1e3", "nan", "inf", "-inf", "1e-320", "1e30", "0.1,", ",",
+     "1,2", "1,1", "0,0.1", "0.3,0.01", "none", "20,x", "2,0", "tcp://127.0.0.1:9", "float16",
+     "quadratic", "mnist", "cifar", "paper", "deepmind", "cupy", "numpy"]
+)  # fmt: skip
+FLAGS = {
+    "train": ["--problem", "--preset", "--epochs", "--steps", "--unroll", "--meta-lr", "--layers",
+              "--eval-every", "--seed", "--backend", "--dtype", "--test-problems",
+              "--learning-rates", "--validation-problems", "--batch", "--hidden", "--classes",
+              "--activation", "--meta-lr-schedule", "--data-dir", "--resume"],
+    "search": ["--trials", "--seeds", "--meta-lr-range", "--scheduler", "--epochs", "--layers",
+               "--workers", "--problem"],
+    "evaluate": ["--steps", "--seed", "--dtype", "--backend", "--test-problems", "--hidden"],
+    "plot": ["-o"],
+    "report": ["--json"],
+    "verify": ["--dtype", "--rtol", "--atol", "--cases", "--vectors"],
+}  # fmt: skip
+TINY = [
+    "--epochs", "1", "--steps", "4", "--unroll", "2", "--layers", "2", "--eval-every", "1",
+    "--validation-problems", "1", "--test-problems", "2", "--learning-rates", "0.1",
+]  # fmt: skip
+
+
+@st.composite
+def command_lines(draw, files):
+    command = draw(st.sampled_from(sorted(FLAGS)))
+    argv = [command]
+    if command in ("evaluate", "plot", "report", "verify"):
+        argv.append(draw(st.sampled_from(files)))
+    if command in ("train", "search"):
+        argv += TINY + (["--trials", "1", "--workers", "1"] if command == "search" else [])
+    for flag in draw(st.lists(st.sampled_from(FLAGS[command]), max_size=3)):
+        argv += [flag, draw(NASTY | st.sampled_from(files))]
+    if command == "plot" and "-o" not in argv:
+        argv += ["-o", "figure.png"]
+    return argv
+
+
+@pytest.mark.slow
+def test_any_command_line_ends_in_a_documented_exit_code(uninterrupted, tmp_path_factory):
+    """Commands drawn with flags of every kind and value and corrupted files: the exit code is
+    one of the documented ones, and nothing ends in a traceback (an exception escaping main
+    fails this test)."""
+    place = tmp_path_factory.mktemp("anything")
+    good = uninterrupted / "checkpoint.npz"
+    files = [str(good), str(uninterrupted / "results.json"), str(uninterrupted), "no/such/file"]
+    files += [argv[1] for argv in regressions(place, good).values() if len(argv) > 1][:8]
+    os.chdir(place)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(command_lines(files))
+    def check(argv):
+        code, _, err = run_main(argv)
+        assert code in EXIT_CODES, (argv, code, err)
+        assert "Traceback" not in err
+        if code == 2:
+            assert err.strip().splitlines()[-1].startswith("l2l-ref: error:"), (argv, err)
+
+    try:
+        check()
+    finally:
+        os.chdir(Path(__file__).parent.parent)
