@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.errors import ConfigError, L2LError
-from l2l_ref.lstm import OptimizerConfig, is_shape, network_shapes
-from l2l_ref.tree import flatten, unflatten
+from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
+from l2l_ref.tree import flatten, unflatten_like
 
 FORMAT, VERSION = "l2l-ref-checkpoint", 2  # 2: with the tensor → network assignment
 
@@ -145,4 +145,7 @@ def read_phi(arrays: dict, prefix: str, config: OptimizerConfig, groups, path) -
             )
         if not onp.all(onp.isfinite(value)):
             raise CheckpointError(f"{path}: {key} holds non-finite values")
-    return unflatten({key.removeprefix(prefix): arrays[key] for key in shapes})
+    flat = {key.removeprefix(prefix): arrays[key] for key in shapes}
+    return {
+        group: unflatten_like(network_shapes(config), flat, group, is_shape) for group in groups
+    }

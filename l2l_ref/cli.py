@@ -29,18 +29,16 @@ from l2l_ref import (
     vectors,
     verify,
 )  # fmt: skip
+from l2l_ref.architectures import ARCHITECTURES
 from l2l_ref.backends import BACKENDS
 from l2l_ref.baselines import LEARNING_RATES
+from l2l_ref.comparison import table, write_json
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import L2LError
-from l2l_ref.evaluate import table, write_json
 from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
-from l2l_ref.problems import ACTIVATIONS, PROBLEMS
+from l2l_ref.problems import ACTIVATIONS
 from l2l_ref.tree import tree_map
 
-# The main job's built-in default: the paper's quadratic family, sized to finish in under
-# ten minutes on two CPU cores (docs/results-quadratic.md).
-DEFAULT_EPOCHS = 400
 DEFAULT_TEST_PROBLEMS = 32
 
 
@@ -148,19 +146,29 @@ def build_parser() -> Parser:
         sub.add_argument("--batch", type=positive_int, help="mnist, cifar: minibatch size (128)")
 
     def training(sub):
-        sub.add_argument("--problem", default="quadratic", choices=tuple(PROBLEMS))
+        sub.add_argument("--problem", default="quadratic", choices=tuple(presets.PROBLEMS))
         sub.add_argument("--preset", default="paper", choices=presets.PRESETS)
-        sub.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS)
+        sub.add_argument("--epochs", type=positive_int, help="(the preset's default)")
         sub.add_argument("--steps", type=positive_int, default=100, help="optimizee steps per run")
         sub.add_argument(
             "--unroll", type=positive_int, default=20, help="steps per truncated unroll"
         )
         sub.add_argument("--layers", type=layer_sizes, help="LSTM units per layer, e.g. 20,20")
         sub.add_argument(
+            "--architecture", choices=tuple(ARCHITECTURES), help="the optimizer (default lstm)"
+        )
+        sub.add_argument(
+            "--gac-units", type=positive_int, help="lstm-gac: averaging units per layer (2)"
+        )
+        sub.add_argument(
             "--eval-every",
             type=positive_int,
-            default=25,
-            help="epochs between validations (early stopping)",
+            help="epochs between validations, early stopping (the preset's default)",
+        )
+        sub.add_argument(
+            "--train-dtype",
+            choices=run.DTYPES,
+            help="the precision of meta-training (the preset's default; else --dtype)",
         )
         sub.add_argument(
             "--meta-lr-schedule", choices=tuple(SCHEDULES), help="(the preset's default)"
@@ -184,7 +192,7 @@ def build_parser() -> Parser:
         "search",
         help="the paper's random search over the meta learning rate, selection on validation",
     )
-    search_cmd.add_argument("--trials", type=positive_int, default=4, help="trials per seed")
+    search_cmd.add_argument("--trials", type=positive_int, default=2, help="trials per seed")
     search_cmd.add_argument(
         "--seeds", type=seed_list, default=[0], help="seeds, each its own search, e.g. 0,1,2"
     )
@@ -309,14 +317,15 @@ def optimizee_settings(args, problem: str) -> dict:
 
 def spec_from_args(args, seed: int = 0, meta_lr: float | None = None) -> run.RunSpec:
     """The run that `train`'s or `search`'s options describe."""
-    schedule = {"meta_lr_schedule": args.meta_lr_schedule} if args.meta_lr_schedule else {}
     return run.RunSpec.from_preset(
         args.problem, args.preset, optimizee_settings(args, args.problem), args.layers,
-        meta_lr, epochs=args.epochs, steps=args.steps, unroll=args.unroll,
+        meta_lr, args.architecture, args.gac_units, epochs=args.epochs, steps=args.steps,
+        unroll=args.unroll,
         second_order=args.second_order, eval_every=args.eval_every,
-        validation_problems=args.validation_problems, seed=seed, **schedule,
-        test_problems=args.test_problems, learning_rates=args.learning_rates,
-        backend=args.backend, dtype=args.dtype,
+        validation_problems=args.validation_problems, seed=seed,
+        meta_lr_schedule=args.meta_lr_schedule, test_problems=args.test_problems,
+        learning_rates=args.learning_rates, backend=args.backend, dtype=args.dtype,
+        train_dtype=args.train_dtype,
     )  # fmt: skip
 
 
@@ -368,7 +377,7 @@ def resume_command(args) -> int:
         if (out / "results.json").exists():
             raise UsageError(f"{out}: the run finished (results.json); nothing to resume")
         problem = spec.make_problem()
-        state = folder.restore(parts, metadata, spec.transfers()[0])
+        state = folder.restore(parts, metadata, spec.transfers(spec.trained_in)[0])
         return train_in(out, spec, problem, state)
 
 
@@ -382,7 +391,7 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
         "train": dataclasses.asdict(spec.train),
         "dtype": spec.dtype,
     }
-    _, to_host = spec.transfers()
+    _, to_host = spec.transfers(spec.trained_in)
 
     def on_best(best):
         checkpoint.save(

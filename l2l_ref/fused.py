@@ -20,7 +20,9 @@ with the fused cell's hand-written backward pass (lstm.cell_backward).
 import autograd.numpy as np
 from autograd import value_and_grad
 
-from l2l_ref.lstm import OptimizerConfig, cell_backward, cell_forward
+from l2l_ref.architectures.lstm import cell_backward, cell_forward
+from l2l_ref.errors import ConfigError
+from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.preprocessing import PREPROCESSORS
 from l2l_ref.problems import Instance
 from l2l_ref.tree import tree_map
@@ -28,9 +30,9 @@ from l2l_ref.unroll import meta_loss
 
 
 def network_forward(net: dict, grad, hidden: list, config: OptimizerConfig) -> tuple:
-    """lstm.network for one tensor on raw arrays: the update g (grad's shape), the new hidden
-    state, and the tape the backward pass reads (each layer's inputs and gates, the head's
-    input)."""
+    """architectures.lstm.network for one tensor on raw arrays: the update g (grad's shape),
+    the new hidden state, and the tape the backward pass reads (each layer's inputs and gates,
+    the head's input)."""
     preprocess = PREPROCESSORS[config.preprocessing][0]
     x = preprocess(np.reshape(grad, (-1, 1)), config.preprocessing_param)
     tape, new_hidden = [], []
@@ -84,6 +86,11 @@ def fused_meta_gradient(
 
     Returns ∂L/∂φ, L, θ_{t0+T} and the hidden state, as meta_gradient does.
     """
+    if not config.module.HAND_WRITTEN:
+        raise ConfigError(
+            f"architecture {config.architecture} has no hand-written meta-gradient; "
+            "unroll.meta_gradient (traced) serves it"
+        )
     loss_and_grad = value_and_grad(instance.loss)
     loss, grads = loss_and_grad(theta, t0)
     hidden = dict(hidden)

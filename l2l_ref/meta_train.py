@@ -17,9 +17,8 @@ import numpy as onp
 from l2l_ref.baselines import adam_init, adam_update
 from l2l_ref.errors import ConfigError
 from l2l_ref.fused import fused_meta_gradient
-from l2l_ref.lstm import OptimizerConfig, init_network, zero_hidden
-from l2l_ref.problems import Instance, Problem, ToDevice
-from l2l_ref.tree import tree_map
+from l2l_ref.optimizer import OptimizerConfig, init_phi, start_hidden
+from l2l_ref.problems import Instance, Problem, ToDevice, checked_sample, host_float64
 from l2l_ref.unroll import meta_gradient, unroll
 
 # independent random streams derived from one seed
@@ -113,26 +112,11 @@ def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> 
     }
 
 
-def init_phi(
-    rng: onp.random.Generator, groups: dict, config: OptimizerConfig, to_device: ToDevice
-) -> dict:
-    """φ: one freshly initialised network per parameter group, in sorted group order."""
-    return {
-        group: tree_map(to_device, init_network(rng, config))
-        for group in sorted(set(groups.values()))
-    }
-
-
-def start_hidden(theta: dict, config: OptimizerConfig) -> dict:
-    """Zero hidden state for every coordinate of every tensor of θ."""
-    return {name: zero_hidden(x, config) for name, x in theta.items()}
-
-
 def meta_gradient_function(opt_config: OptimizerConfig, second_order: bool) -> Callable:
     """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
-    hand-written first-order backward pass (l2l_ref.fused) with the fused cell, else the
-    traced definition (unroll.meta_gradient)."""
-    if opt_config.cell == "fused" and not second_order:
+    hand-written first-order backward pass (l2l_ref.fused) where the architecture has one and
+    the cell is the fused one, else the traced definition (unroll.meta_gradient)."""
+    if opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order:
         return fused_meta_gradient
     return partial(meta_gradient, second_order=second_order)
 
@@ -174,7 +158,7 @@ def run_optimizer(
     steps: int,
     groups: dict,
     config: OptimizerConfig,
-    to_host: Callable,
+    to_host: Callable = onp.asarray,
 ) -> onp.ndarray:
     """Losses f(θ_0), ..., f(θ_steps) of the learned optimizer, φ frozen, on one instance."""
     theta0 = instance.theta0
@@ -223,14 +207,15 @@ def meta_train(
     problem: Problem,
     opt_config: OptimizerConfig,
     config: TrainConfig,
-    to_device: ToDevice,
-    to_host: Callable,
+    to_device: ToDevice = host_float64,
+    to_host: Callable = onp.asarray,
     on_epoch: Callable | None = None,
     on_best: Callable | None = None,
     state: TrainState | None = None,
     on_state: Callable | None = None,
 ) -> TrainResult:
     """Meta-train φ on `problem` (Section 3), keeping the φ best on the validation problems.
+    Arrays are made by `to_device` (default: host NumPy, float64) and read back by `to_host`.
 
     on_epoch(epoch, meta_loss, validation_or_None) is called after every epoch; on_best(result)
     with the TrainResult so far whenever a new best φ is found, from epoch 0 (the untrained φ)
@@ -240,7 +225,7 @@ def meta_train(
     validation_rng = rng_for(config.seed, "validation")
     train_rng = rng_for(config.seed, "train", config.trial)
     validation = [
-        problem.sample(validation_rng, to_device, "validation")
+        checked_sample(problem, validation_rng, to_device, "validation")
         for _ in range(config.validation_problems)
     ]
     groups = assign_networks(validation[0].theta0, problem, opt_config)

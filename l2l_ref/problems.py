@@ -7,6 +7,7 @@ data sample from one split of it: "train" for meta-training, "validation" and "t
 problems of early stopping, baseline tuning and the final comparison (held-out images).
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -19,9 +20,9 @@ import numpy as onp
 from autograd.tracer import getval
 
 from l2l_ref import datasets
+from l2l_ref.architectures.lstm import sigmoid
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import ConfigError
-from l2l_ref.lstm import sigmoid
 
 ToDevice = Callable[[onp.ndarray], Any]
 
@@ -51,6 +52,48 @@ class Problem:
     def describe(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.settings.items())
         return f"{self.name} ({settings})" if settings else self.name
+
+
+def host_float64(array) -> onp.ndarray:
+    """The default device: host NumPy arrays in float64."""
+    return onp.array(array, dtype=onp.float64)
+
+
+def checked_sample(problem: Problem, rng, to_device: ToDevice, split: str) -> Instance:
+    """problem.sample(rng, to_device, split), with the contract of a problem family checked,
+    so that a mistake in a family of one's own is one line naming it rather than an error
+    deep inside an unroll: sample takes (rng, to_device, split) and returns an Instance; θ_0
+    is a dict of float arrays; loss takes (θ, t)."""
+    name = f"problem {problem.name}"
+    try:
+        inspect.signature(problem.sample).bind(rng, to_device, split)
+    except TypeError:
+        raise ConfigError(f"{name}: sample must take (rng, to_device, split)") from None
+    except ValueError:  # a builtin without a signature: let the call say
+        pass
+    instance = problem.sample(rng, to_device, split)
+    if not isinstance(instance, Instance):
+        raise ConfigError(f"{name}: sample returned {type(instance).__name__}, not an Instance")
+    theta0 = instance.theta0
+    if not isinstance(theta0, dict) or not theta0:
+        raise ConfigError(
+            f"{name}: θ_0 must be a dict of named arrays (e.g. {{'w': …}}), "
+            f"not {type(theta0).__name__}"
+        )
+    for key, value in theta0.items():
+        kind = getattr(getattr(value, "dtype", None), "kind", None)
+        if kind != "f":
+            raise ConfigError(
+                f"{name}: θ_0[{key!r}] must be a float array made by to_device, "
+                f"not {getattr(value, 'dtype', type(value).__name__)}"
+            )
+    try:
+        inspect.signature(instance.loss).bind(theta0, 0)
+    except TypeError:
+        raise ConfigError(f"{name}: loss must take (theta, t), t the step") from None
+    except ValueError:
+        pass
+    return instance
 
 
 def quadratic(
@@ -313,13 +356,3 @@ def cifar(
         splits = datasets.label_subset(splits, classes)
     settings = {"data_dir": str(Path(data_dir).resolve()), "classes": classes}
     return conv_net(splits, tuple(channels), kernel, fc, batch, init_std, "cifar", settings)
-
-
-PROBLEMS = {"quadratic": quadratic, "simple": simple, "mnist": mnist, "cifar": cifar}
-
-
-def make_problem(name: str, settings: dict) -> Problem:
-    """The family `name` with `settings` (as a Problem's .settings records them)."""
-    if name not in PROBLEMS:
-        raise ConfigError(f"unknown problem {name!r} (choose from {', '.join(PROBLEMS)})")
-    return PROBLEMS[name](**settings)

@@ -161,7 +161,10 @@ def _entry(document: dict, results: dict, seed: int, search: dict | None = None)
 def _label(experiment: dict) -> str:
     settings = experiment["problem"]["settings"]
     shown = [f"{k} {v}" for k, v in settings.items() if k in ("hidden", "activation", "classes")]
-    layers = "×".join(map(str, experiment["optimizer"]["layers"])) or "no LSTM"
+    optimizer = experiment["optimizer"]
+    layers = "×".join(map(str, optimizer["layers"])) or "no LSTM"
+    if optimizer.get("architecture", "lstm") == "lstm-gac":
+        layers += f" + GAC ({optimizer['gac_units']} units averaged)"
     train, search = experiment["train"], experiment["search"]
     if search:
         low, high = search["meta_lr_range"]

@@ -13,11 +13,12 @@ import numpy as onp
 from l2l_ref import presets
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
+from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.checkpoint import CheckpointError
+from l2l_ref.comparison import evaluate
 from l2l_ref.errors import ConfigError
-from l2l_ref.evaluate import evaluate
-from l2l_ref.lstm import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
+from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.problems import Problem
 from l2l_ref.tree import flatten, tree_map
 
@@ -38,27 +39,33 @@ class RunSpec:
     learning_rates: tuple[float, ...] = LEARNING_RATES  # the baselines' tuning grid
     backend: str = "numpy"
     dtype: str = "float64"
+    train_dtype: str | None = None  # meta-training's precision; None: dtype
 
     def __post_init__(self):
-        presets.check(self.problem, self.preset)
+        presets.entry(self.problem, self.preset)
         if self.test_problems < 2:
             raise ConfigError("need at least 2 test problems for a standard error")
         if not self.learning_rates or not all(0 < r < math.inf for r in self.learning_rates):
             raise ConfigError(f"learning rates must be positive, got {self.learning_rates}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r} (choose from {', '.join(DTYPES)})")
+        for dtype in (self.dtype, self.train_dtype or self.dtype):
+            if dtype not in DTYPES:
+                raise ConfigError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
 
     @classmethod
     def from_preset(
         cls, problem: str = "quadratic", preset: str = "paper", settings=None, layers=None,
-        meta_lr=None, **options,
+        meta_lr=None, architecture=None, gac_units=None, **options,
     ) -> "RunSpec":  # fmt: skip
         """The run a preset defines for `problem`; `options` are TrainConfig's fields and
-        RunSpec's own (test_problems, learning_rates, backend, dtype)."""
-        presets.check(problem, preset)
+        RunSpec's own (test_problems, learning_rates, backend, dtype, train_dtype); an option
+        of None takes the preset's value."""
+        options = {k: v for k, v in options.items() if v is not None}
+        options.setdefault("train_dtype", presets.entry(problem, preset).train_dtype)
         optimizer = presets.optimizer_for(problem, preset)
-        if layers is not None:
-            optimizer = dataclasses.replace(optimizer, layers=tuple(layers))
+        changes = {"layers": None if layers is None else tuple(layers)}
+        changes |= {"architecture": architecture, "gac_units": gac_units}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        optimizer = dataclasses.replace(optimizer, **changes)
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         protocol = presets.training_for(problem, preset)
         if meta_lr is not None:
@@ -80,10 +87,15 @@ class RunSpec:
         except TypeError as error:  # a setting the family does not take
             raise ConfigError(f"problem {self.problem}: {error}") from None
 
-    def transfers(self) -> tuple[Callable, Callable]:
-        """(to_device, to_host) of this run's backend and dtype."""
-        backend = get_backend(self.backend)
-        return (lambda a: backend.asarray(a, self.dtype)), backend.to_host
+    @property
+    def trained_in(self) -> str:
+        """The precision of meta-training."""
+        return self.train_dtype or self.dtype
+
+    def transfers(self, dtype: str | None = None) -> tuple[Callable, Callable]:
+        """(to_device, to_host) of this run's backend, in `dtype` (default: the run's)."""
+        backend, dtype = get_backend(self.backend), dtype or self.dtype
+        return (lambda a: backend.asarray(a, dtype)), backend.to_host
 
     def describe(self, problem: Problem, steps: int | None = None, seed: int | None = None) -> str:
         """The line that heads every table and file of this run."""
@@ -93,10 +105,15 @@ class RunSpec:
         )
         seed = self.train.seed if seed is None else seed
         trial = f", trial {self.train.trial}" if self.train.trial else ""
+        trained = self.trained_in
+        precision = f" (meta-trained in {trained})" if trained != self.dtype else ""
+        architecture = self.optimizer.architecture
+        optimizer = "" if architecture == "lstm" else f", optimizer {architecture}"
         return (
-            f"{problem.describe()}, preset {self.preset}, {steps or self.train.steps} steps, "
+            f"{problem.describe()}{optimizer}, preset {self.preset}, "
+            f"{steps or self.train.steps} steps, "
             f"{self.test_problems} test problems, seed {seed}{trial}, "
-            f"{self.backend} {self.dtype}{tuned}"
+            f"{self.backend} {self.dtype}{precision}{tuned}"
         )
 
     def as_dict(self) -> dict:
@@ -108,6 +125,7 @@ class RunSpec:
             "learning_rates": list(self.learning_rates),
             "backend": self.backend,
             "dtype": self.dtype,
+            "train_dtype": self.train_dtype,
         }
 
     @classmethod
@@ -120,6 +138,7 @@ class RunSpec:
             record["problem"], record["preset"], dict(record["settings"]),
             OptimizerConfig(**optimizer), TrainConfig(**train), record["test_problems"],
             tuple(record["learning_rates"]), record["backend"], record["dtype"],
+            record["train_dtype"],
         )  # fmt: skip
 
 
@@ -156,13 +175,15 @@ def train(
     state: TrainState | None = None,
     on_state: Callable | None = None,
 ) -> TrainResult:
-    """Meta-train the run's optimizer (Section 3; l2l_ref.meta_train), from `state` if given."""
-    to_device, to_host = spec.transfers()
+    """Meta-train the run's optimizer (Section 3; l2l_ref.meta_train) in its training
+    precision, from `state` if given."""
+    to_device, to_host = spec.transfers(spec.trained_in)
     problem = problem or spec.make_problem()
-    return meta_train(
-        problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best, state,
-        on_state,
-    )  # fmt: skip
+    with subnormals_flushed(spec.trained_in == "float32"):
+        return meta_train(
+            problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best, state,
+            on_state,
+        )  # fmt: skip
 
 
 def memory_estimate(spec: RunSpec, problem: Problem) -> int:
@@ -227,11 +248,14 @@ def compare(
     """The learned optimizer φ against the tuned baselines on the run's test problems (§3)."""
     to_device, to_host = spec.transfers()
     phi = tree_map(to_device, phi_host)
-    return evaluate(
-        problem or spec.make_problem(), phi, groups, spec.optimizer, steps or spec.train.steps,
-        spec.test_problems, spec.train.validation_problems,
-        spec.train.seed if seed is None else seed, to_device, to_host, grid=spec.learning_rates,
-    )  # fmt: skip
+    with subnormals_flushed(spec.dtype == "float32"):
+        return evaluate(
+            problem or spec.make_problem(), phi, groups, spec.optimizer,
+            steps=steps or spec.train.steps, test_problems=spec.test_problems,
+            validation_problems=spec.train.validation_problems,
+            seed=spec.train.seed if seed is None else seed, to_device=to_device,
+            to_host=to_host, grid=spec.learning_rates,
+        )  # fmt: skip
 
 
 def document(
@@ -253,6 +277,7 @@ def document(
         "train": dataclasses.asdict(spec.train),
         "backend": spec.backend,
         "dtype": spec.dtype,
+        "train_dtype": spec.trained_in,
         "test_problems": spec.test_problems,
         "steps": steps or spec.train.steps,
         "seed": spec.train.seed if seed is None else seed,

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref import checkpoint, run
+from l2l_ref.comparison import write_json
 from l2l_ref.errors import ConfigError, L2LError
-from l2l_ref.evaluate import write_json
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
+from l2l_ref.optimizer import is_shape, network_shapes
 from l2l_ref.run import RunSpec
-from l2l_ref.tree import flatten, tree_map, unflatten
+from l2l_ref.tree import flatten, tree_map, unflatten_like
 
 FORMAT, VERSION = "l2l-ref-search", 1
 ATTEMPTS = 2  # a trial whose worker dies is run once more, then reported as failed
@@ -199,7 +200,7 @@ class Search:
         keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation")
         metadata = {key: document[key] for key in keys}
         checkpoint.save(
-            folder / "checkpoint.npz", unflatten(outcome["phi"]), outcome["groups"],
+            folder / "checkpoint.npz", phi_of(outcome["phi"], spec), outcome["groups"],
             spec.optimizer, metadata,
         )  # fmt: skip
         write_json(folder / "results.json", document)
@@ -228,6 +229,13 @@ class Search:
         return min(
             done, key=lambda t: (self.record["trials"][t.folder]["best_validation"], t.index)
         )
+
+
+def phi_of(flat: dict, spec: RunSpec) -> dict:
+    """φ from its flattened arrays ('all/lstm/0/W': …), in the structure of spec's networks."""
+    groups = {key.split("/")[0] for key in flat}
+    template = network_shapes(spec.optimizer)
+    return {g: unflatten_like(template, flat, g, is_shape) for g in sorted(groups)}
 
 
 def worker_died(error: BaseException) -> bool:

@@ -30,23 +30,18 @@ def flatten(tree: Any, prefix: str = "", is_leaf: Callable | None = None) -> dic
     return flat
 
 
-def unflatten(flat: dict[str, Any]) -> Any:
-    """The tree whose leaves `flat` holds by path (the inverse of flatten): a level whose keys
-    are all 0, 1, 2, … is a list, any other a dict."""
-    tree: dict = {}
-    for path, leaf in flat.items():
-        *parents, last = path.split("/")
-        node = tree
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = leaf
-    return _lists(tree)
-
-
-def _lists(node: Any) -> Any:
-    if not isinstance(node, dict):
-        return node
-    children = {key: _lists(child) for key, child in node.items()}
-    if children and sorted(children) == [str(k) for k in range(len(children))]:
-        return [children[str(k)] for k in range(len(children))]
-    return children
+def unflatten_like(
+    template: Any, flat: dict[str, Any], prefix: str = "", is_leaf: Callable | None = None
+) -> Any:
+    """The tree of `template`'s structure (empty lists and dicts included) whose leaves are
+    taken from `flat` by path; `is_leaf` as for flatten."""
+    if is_leaf is not None and is_leaf(template):
+        return flat[prefix]
+    path = (lambda key: f"{prefix}/{key}") if prefix else str
+    if isinstance(template, dict):
+        return {k: unflatten_like(v, flat, path(k), is_leaf) for k, v in template.items()}
+    if isinstance(template, list | tuple):
+        return type(template)(
+            unflatten_like(v, flat, path(i), is_leaf) for i, v in enumerate(template)
+        )
+    return flat[prefix]

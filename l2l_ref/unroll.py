@@ -14,7 +14,7 @@ from operator import add
 from autograd import grad, grad_and_aux
 from autograd.tracer import getval
 
-from l2l_ref.lstm import OptimizerConfig, optimizer_step
+from l2l_ref.optimizer import OptimizerConfig, optimizer_step
 from l2l_ref.problems import Instance
 from l2l_ref.tree import tree_map
 

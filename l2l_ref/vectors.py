@@ -22,8 +22,8 @@ from autograd import grad
 
 from l2l_ref.baselines import BASELINES, adam_init, adam_update
 from l2l_ref.checkpoint import npz_bytes, write_atomically
-from l2l_ref.lstm import OptimizerConfig
-from l2l_ref.meta_train import assign_networks, init_phi, start_hidden
+from l2l_ref.meta_train import assign_networks
+from l2l_ref.optimizer import OptimizerConfig, init_phi, start_hidden
 from l2l_ref.preprocessing import PREPROCESSORS
 from l2l_ref.problems import Instance, Problem, conv_net, mlp, quadratic, simple
 from l2l_ref.tree import flatten
@@ -271,6 +271,27 @@ CASES = (
         PAPER_WEIGHTS,
         # meta-gradient entries of 1e-7 make Adam's step sensitive to their rounding; a small
         # step keeps φ well-conditioned for float32 implementations
+        meta_lr=0.01,
+        problem_formula=MLP,
+    ),
+    Case(
+        "mlp-gac",
+        "mlp-preprocessed's optimizee and preprocessing with LSTM+GAC: in each layer the last "
+        "2 of 20 units send the mean of their h over every coordinate of the four tensors",
+        (
+            Catch("no global averaging", "step 0", "LSTM layer 0 h", "W0"),
+            Catch("average over each tensor alone", "step 0", "LSTM layer 0 h", "W0"),
+            Catch("cell state averaged too", "step 0", FIRST_C, "W0"),
+            Catch("average on the next layer only", "step 1", FIRST_C, "W0"),
+        ),
+        TINY_MLP,
+        plain(
+            preprocessing="appendix_a",
+            preprocessing_param=10.0,
+            output_scale=0.1,
+            architecture="lstm-gac",
+        ),
+        PAPER_WEIGHTS,
         meta_lr=0.01,
         problem_formula=MLP,
     ),

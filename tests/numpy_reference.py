@@ -144,36 +144,72 @@ def zero_hidden(theta, config):
     }
 
 
+def by_group(names, groups) -> dict:
+    """{group: [its tensors, in the order of `names`]}."""
+    members = {}
+    for name in names:
+        members.setdefault(groups[name], []).append(name)
+    return members
+
+
+def average_units(h: dict, units: int) -> dict:
+    """LSTM+GAC: the last `units` columns of every tensor's h replaced by their mean over the
+    rows of all of them."""
+    mean = sum(v[:, -units:].sum(axis=0) for v in h.values()) / sum(len(v) for v in h.values())
+    out = {}
+    for name, v in h.items():
+        v = v.copy()
+        v[:, -units:] = mean
+        out[name] = v
+    return out
+
+
+def gac_units(config) -> int:
+    return config.gac_units if config.architecture == "lstm-gac" else 0
+
+
 def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t0=0, theta=None):
     """Unroll len(weights) − 1 steps from θ (default θ_0) at step t0; returns L, per-step
     losses, θ, hidden, the gradients seen, caches. caches[t][tensor] = (layer caches, top
     layer's h, preprocessed input, update).
 
     phi: {group: {"lstm": [{"W", "b"}], "head": {"W", "b"}}} as NumPy arrays. With
-    frozen_grads, ∇_t is read from it instead of computed at θ_t.
+    frozen_grads, ∇_t is read from it instead of computed at θ_t. Layer by layer over the
+    tensors of a network together, so that LSTM+GAC can average over all of them.
     """
     theta = {k: np.array(v) for k, v in (theta or problem.theta0).items()}
     T = len(weights) - 1
     hidden = zero_hidden(theta, config) if hidden is None else hidden
+    units = gac_units(config)
     losses, grads_seen, caches = [problem.value(theta, t0)], [], []
     for t in range(T):
         grads = frozen_grads[t] if frozen_grads is not None else problem.grad(theta, t0 + t)
         grads_seen.append(grads)
         step_caches, new_hidden = {}, {}
-        for k, g in grads.items():
-            net = phi[groups[k]]
-            x = preprocess(np.asarray(g), config.preprocessing, config.preprocessing_param)
-            inputs = x
-            layer_caches, states = [], []
-            for layer, (h, c) in zip(net["lstm"], hidden[k], strict=True):
-                h, c, cache = cell_forward(layer["W"], layer["b"], x, h, c)
-                layer_caches.append(cache)
-                states.append((h, c))
-                x = h
-            update = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
-            step_caches[k] = (layer_caches, x, inputs, update)
-            new_hidden[k] = states
-            theta[k] = theta[k] + update.reshape(np.shape(theta[k]))
+        for group, names in by_group(list(theta), groups).items():
+            net = phi[group]
+            x = {
+                k: preprocess(
+                    np.asarray(grads[k]), config.preprocessing, config.preprocessing_param
+                )
+                for k in names
+            }
+            inputs, layer_caches = dict(x), {k: [] for k in names}
+            new_hidden |= {k: [] for k in names}
+            for depth, layer in enumerate(net["lstm"]):
+                h, c = {}, {}
+                for k in names:
+                    h[k], c[k], cache = cell_forward(
+                        layer["W"], layer["b"], x[k], *hidden[k][depth]
+                    )
+                    layer_caches[k].append(cache)
+                x = average_units(h, units) if units else h
+                for k in names:
+                    new_hidden[k].append((x[k], c[k]))
+            for k in names:
+                update = (x[k] @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+                step_caches[k] = (layer_caches[k], x[k], inputs[k], update)
+                theta[k] = theta[k] + update.reshape(np.shape(theta[k]))
         hidden = new_hidden
         caches.append(step_caches)
         losses.append(problem.value(theta, t0 + t + 1))
@@ -185,12 +221,13 @@ def meta_gradient(
     phi, groups, problem, config, weights, theta=None, hidden=None, t0=0, second_order=False
 ):
     """dL/dφ of the unroll from θ (default θ_0) and hidden state at step t0, by the adjoint
-    recursion of the module docstring and backpropagation through time."""
+    recursion of the module docstring and backpropagation through time (through the GAC
+    averages too: each row of an averaged unit receives the mean of their adjoints)."""
     start = {k: np.array(v) for k, v in (theta or problem.theta0).items()}
     _, _, _, _, grads_seen, caches = run(
         phi, groups, problem, config, weights, hidden, t0=t0, theta=start
     )
-    T = len(weights) - 1
+    T, units = len(weights) - 1, gac_units(config)
     thetas = [start]  # θ_t for t = 0..T
     for t in range(T):
         thetas.append(
@@ -209,23 +246,30 @@ def meta_gradient(
     dc_next = {k: [0.0] * len(config.layers) for k in start}
     for s in reversed(range(T)):
         d_grad = {}
-        for k in start:
-            net, grad_net = phi[groups[k]], out[groups[k]]
-            layer_caches, top = caches[s][k][:2]
-            d_out = adjoint[k].reshape(-1, 1) * config.output_scale  # ∂L/∂g_s = λ_{s+1}
-            grad_net["head"]["W"] += top.T @ d_out
-            grad_net["head"]["b"] += d_out.sum(axis=0)
-            dx = d_out @ net["head"]["W"].T
+        for group, names in by_group(list(start), groups).items():
+            net, grad_net = phi[group], out[group]
+            dx = {}
+            for k in names:
+                top = caches[s][k][1]
+                d_out = adjoint[k].reshape(-1, 1) * config.output_scale  # ∂L/∂g_s = λ_{s+1}
+                grad_net["head"]["W"] += top.T @ d_out
+                grad_net["head"]["b"] += d_out.sum(axis=0)
+                dx[k] = d_out @ net["head"]["W"].T
             for n in reversed(range(len(config.layers))):
-                dW, db, dx, dh_next[k][n], dc_next[k][n] = cell_backward(
-                    net["lstm"][n]["W"], layer_caches[n], dx + dh_next[k][n], dc_next[k][n]
-                )
-                grad_net["lstm"][n]["W"] += dW
-                grad_net["lstm"][n]["b"] += db
-            g = np.asarray(grads_seen[s][k])
-            d_grad[k] = preprocess_backward(
-                g, config.preprocessing, config.preprocessing_param, dx
-            ).reshape(np.shape(g))
+                dh = {k: dx[k] + dh_next[k][n] for k in names}  # ∂L/∂ of the layer's output
+                if units:
+                    dh = average_units(dh, units)
+                for k in names:
+                    dW, db, dx[k], dh_next[k][n], dc_next[k][n] = cell_backward(
+                        net["lstm"][n]["W"], caches[s][k][0][n], dh[k], dc_next[k][n]
+                    )
+                    grad_net["lstm"][n]["W"] += dW
+                    grad_net["lstm"][n]["b"] += db
+            for k in names:
+                g = np.asarray(grads_seen[s][k])
+                d_grad[k] = preprocess_backward(
+                    g, config.preprocessing, config.preprocessing_param, dx[k]
+                ).reshape(np.shape(g))
         seen = problem.grad(thetas[s], t0 + s)
         adjoint = {k: weights[s] * np.reshape(seen[k], -1) + adjoint[k] for k in start}
         if second_order:

@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import strategies as st
 
-from l2l_ref.lstm import OptimizerConfig, init_network
+from l2l_ref.optimizer import ARCHITECTURES, OptimizerConfig, init_network
 from tests.numpy_reference import coupled_quadratic
 
 PREPROCESSING = st.sampled_from(
@@ -12,13 +12,18 @@ PREPROCESSING = st.sampled_from(
 
 
 @st.composite
-def setups(draw, max_unroll: int = 4):
-    """(φ, groups, problem, OptimizerConfig, weights w_0..w_T) for a random small case."""
+def setups(draw, max_unroll: int = 4, architectures=tuple(ARCHITECTURES)):
+    """(φ, groups, problem, OptimizerConfig, weights w_0..w_T) for a random small case, of
+    any registered architecture (or those given)."""
     layers = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
     name, param = draw(PREPROCESSING)
     scale = draw(st.sampled_from([1.0, 0.1]))
     cell = draw(st.sampled_from(["plain", "fused"]))
-    config = OptimizerConfig(layers, name, param, scale, cell=cell)
+    architecture = draw(st.sampled_from(architectures))
+    gac = draw(st.integers(1, min(layers, default=1)))
+    config = OptimizerConfig(
+        layers, name, param, scale, cell=cell, architecture=architecture, gac_units=gac
+    )
     n_tensors = draw(st.integers(1, 3))
     shapes = {
         f"t{k}": tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))

@@ -213,8 +213,8 @@ def test_replaced_rules_give_numpy_what_the_originals_give(tmp_path):
 def test_image_problems_agree_with_numpy_on_the_stand_in():
     """One meta-step on the MLP and on the conv net (slicing, padding, pooling, batch norm,
     two optimizer networks): bit-identical on the stand-in and on NumPy."""
-    from l2l_ref.lstm import OptimizerConfig
     from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, train_epoch
+    from l2l_ref.optimizer import OptimizerConfig
     from l2l_ref.problems import conv_net, mlp
 
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from l2l_ref import evaluate as evaluate_module
+from l2l_ref import comparison as evaluate_module
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import (
     BASELINES,
@@ -14,8 +14,8 @@ from l2l_ref.baselines import (
     run_baseline,
     tune_learning_rate,
 )
-from l2l_ref.lstm import OptimizerConfig, init_network
 from l2l_ref.meta_train import rng_for
+from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.problems import Instance, quadratic, simple
 
 BACKEND = get_backend("numpy")
@@ -108,8 +108,9 @@ def test_baselines_are_tuned_on_validation_problems_only(monkeypatch):
     config = OptimizerConfig(layers=(2,))
     phi = {"all": init_network(np.random.default_rng(0), config)}
     results = evaluate_module.evaluate(
-        problem, phi, {"x": "all"}, config, 3, 2, 2, 5, to_device, BACKEND.to_host, grid=(0.1, 1.0)
-    )
+        problem, phi, {"x": "all"}, config, steps=3, test_problems=2, validation_problems=2,
+        seed=5, to_device=to_device, to_host=BACKEND.to_host, grid=(0.1, 1.0),
+    )  # fmt: skip
     rng_val, rng_test = rng_for(5, "validation"), rng_for(5, "test")
     at_ones = {"x": np.ones((2, 10))}
     validation = [problem.sample(rng_val, to_device).loss(at_ones, 0) for _ in range(2)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from l2l_ref import checkpoint
-from l2l_ref.lstm import OptimizerConfig, init_network
+from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.tree import flatten
 
 CONFIG = OptimizerConfig(

@@ -14,7 +14,6 @@ import pytest
 
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
-from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import (
     TrainConfig,
     assign_networks,
@@ -23,6 +22,7 @@ from l2l_ref.meta_train import (
     start_hidden,
     train_epoch,
 )
+from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import simple
 from l2l_ref.unroll import meta_gradient
 

@@ -5,9 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from l2l_ref.architectures.lstm import truncated_normal
 from l2l_ref.backends import get_backend
-from l2l_ref.lstm import OptimizerConfig, init_network, optimizer_step, truncated_normal
 from l2l_ref.meta_train import assign_networks, init_phi, rng_for, start_hidden
+from l2l_ref.optimizer import OptimizerConfig, init_network, optimizer_step
 from l2l_ref.problems import quadratic
 from l2l_ref.tree import flatten
 from l2l_ref.unroll import meta_gradient
@@ -104,7 +105,7 @@ def test_every_lstm_parameter_gets_a_meta_gradient():
 def test_fused_cell_refuses_higher_derivatives():
     from autograd import grad
 
-    from l2l_ref.lstm import fused_lstm_cell
+    from l2l_ref.architectures.lstm import fused_lstm_cell
 
     rng = np.random.default_rng(0)
     layer = init_network(rng, OptimizerConfig(layers=(3,)))["lstm"][0]

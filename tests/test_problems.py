@@ -12,8 +12,8 @@ from autograd import grad
 
 from l2l_ref import datasets
 from l2l_ref.cli import main
-from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import TrainConfig, meta_train
+from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import batch_norm, conv2d, conv_net, max_pool, mlp
 from tests.vectors_candidate import MLP, ConvNet
 

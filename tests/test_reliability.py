@@ -276,7 +276,7 @@ def test_named_bad_inputs_are_one_line_and_exit_2(uninterrupted, tmp_path, monke
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), (name, err)
         assert set(Path(tmp_path).rglob("*")) == before, f"{name}: wrote something"
-    assert "GiB" in run_main(cases["298 GiB of LSTM"])[2]
+    assert "GiB" in run_main(cases["an unroll that cannot fit"])[2]
 
 
 # --- bad input: any command line ----------------------------------------------------------------

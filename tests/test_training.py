@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from l2l_ref.backends import get_backend
-from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import NonFiniteMetaLoss, TrainConfig, meta_train
+from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import quadratic
 from l2l_ref.tree import flatten
 

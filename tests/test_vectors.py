@@ -272,7 +272,8 @@ def test_help_names_the_default_vectors(capsys):
 @pytest.mark.slow
 def test_verify_works_from_any_folder_after_installing_the_wheel(tmp_path):
     """Build the wheel, install it into a fresh virtual environment (its dependencies lent
-    from this one), and run verify there from an empty folder: the vectors come with it."""
+    from this one), and run verify there from an empty folder: the vectors come with it, and
+    l2l_ref is the one name it installs (the backends live inside it)."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
          str(ROOT)],
@@ -303,6 +304,10 @@ def test_verify_works_from_any_folder_after_installing_the_wheel(tmp_path):
         cwd=empty, check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     assert installed.startswith(site), installed
+    top_level = {
+        p.name for p in Path(site).iterdir() if not p.name.endswith((".dist-info", ".pth"))
+    }
+    assert top_level - {"__pycache__"} == {"l2l_ref"}, top_level  # nothing else is importable
     candidate = write_candidate(Path(installed), tmp_path / "candidate")
     run = subprocess.run(
         [str(fresh / "bin" / "l2l-ref"), "verify", str(candidate)],

@@ -16,7 +16,7 @@ from unittest import mock
 
 import numpy as np
 
-from l2l_ref.lstm import OptimizerConfig
+from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.vectors import FORMAT, VERSION, npz_bytes
 from tests import numpy_reference as ref
 
@@ -203,6 +203,14 @@ PREPROCESSING_BUGS = (
     "Appendix A for LogAndSign",
 )  # fmt: skip
 CELL_BUGS = ("gate order", "no forget bias", "rows of W swapped")
+GAC_BUGS = {
+    "no global averaging": lambda h, units: h,
+    "average over each tensor alone": lambda h, units: {
+        name: ref.average_units({name: v}, units)[name] for name, v in h.items()
+    },
+}
+
+
 BUGS = (
     *PREPROCESSING_BUGS, *CELL_BUGS,
     "θ − g for θ + g", "meta-loss from t = 1", "θ reset at the cut", "Adam without bias correction",
@@ -213,7 +221,8 @@ BUGS = (
     "f(θ_0) left out of the released loss", "one network for every tensor",
     "unbiased batch variance", "convolution, not cross-correlation",
     "RMSprop ε inside the square root", "RMSprop mean square started at ∇²",
-    "NAG gradient at θ", "PyTorch's Nesterov",
+    "NAG gradient at θ", "PyTorch's Nesterov", *GAC_BUGS, "cell state averaged too",
+    "average on the next layer only",
 )  # fmt: skip
 
 
@@ -275,8 +284,9 @@ def optimizer_config(entry, bug):
     options = entry["optimizer"]
     scale = 1.0 if bug == "no output scale" else options["output_scale"]
     return OptimizerConfig(
-        tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"], scale
-    )
+        tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"],
+        scale, architecture=options["architecture"], gac_units=options["gac_units"],
+    )  # fmt: skip
 
 
 def meta_weights(entry, bug):
@@ -293,26 +303,45 @@ def meta_weights(entry, bug):
 
 
 def step(phi, groups, problem, config, theta, hidden, t, bug):
-    """One optimizee step, tensor by tensor: the stages it records, θ_{t+1} and the state."""
-    grads, stages, new_theta, new_hidden = problem.grad(theta, t), {}, dict(theta), {}
-    for name in theta:  # in the case's order of tensors
-        net, g = phi[groups[name]], grads[name]
-        x = ref.preprocess(np.asarray(g), config.preprocessing, config.preprocessing_param)
-        stages[f"grad/{name}"], stages[f"preprocessed/{name}"] = g, x
-        new_hidden[name] = []
-        for n, (layer, (h, c)) in enumerate(zip(net["lstm"], hidden[name], strict=True)):
-            h, c, _ = ref.cell_forward(layer["W"], layer["b"], x, h, c)
-            stages[f"lstm/{n}/c/{name}"], stages[f"lstm/{n}/h/{name}"] = c, h
-            new_hidden[name].append((h, c))
-            x = h
-        if bug == "one buffer updated in place":  # the state's rows are views of one buffer
-            for (h_rows, c_rows), (h, c) in zip(hidden[name], new_hidden[name], strict=True):
-                h_rows[...], c_rows[...] = h, c
-            new_hidden[name] = hidden[name]
-        update = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
-        update = update.reshape(np.shape(g))
-        stages[f"update/{name}"] = update
-        new_theta[name] = theta[name] - update if bug == "θ − g for θ + g" else theta[name] + update
+    """One optimizee step, layer by layer over the tensors of each network (tensor by tensor
+    within a layer): the stages it records, θ_{t+1} and the state."""
+    grads, stages, new_theta = problem.grad(theta, t), {}, dict(theta)
+    new_hidden = {name: [] for name in theta}
+    units = ref.gac_units(config)
+    average = GAC_BUGS.get(bug, ref.average_units)
+    for group, names in ref.by_group(list(theta), groups).items():
+        net, x = phi[group], {}
+        for name in names:  # in the case's order of tensors
+            x[name] = ref.preprocess(
+                np.asarray(grads[name]), config.preprocessing, config.preprocessing_param
+            )
+            stages[f"grad/{name}"], stages[f"preprocessed/{name}"] = grads[name], x[name]
+        for n, layer in enumerate(net["lstm"]):
+            h, c = {}, {}
+            for name in names:
+                h[name], c[name], _ = ref.cell_forward(
+                    layer["W"], layer["b"], x[name], *hidden[name][n]
+                )
+                if bug == "one buffer updated in place":  # the state's rows: views of one buffer
+                    h_rows, c_rows = hidden[name][n]
+                    h_rows[...], c_rows[...] = h[name], c[name]
+            outgoing = average(h, units) if units else h
+            if bug == "cell state averaged too" and units:
+                c = ref.average_units(c, units)
+            for name in names:
+                recurrent = h[name] if bug == "average on the next layer only" else outgoing[name]
+                stages[f"lstm/{n}/c/{name}"], stages[f"lstm/{n}/h/{name}"] = c[name], outgoing[name]
+                new_hidden[name].append((recurrent, c[name]))
+            x = outgoing
+        for name in names:
+            update = (x[name] @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+            update = update.reshape(np.shape(grads[name]))
+            stages[f"update/{name}"] = update
+            new_theta[name] = (
+                theta[name] - update if bug == "θ − g for θ + g" else theta[name] + update
+            )
+    if bug == "one buffer updated in place":
+        new_hidden = hidden
     if bug == "shared hidden state":  # every tensor reads the state the first one wrote
         first = next(iter(new_hidden.values()))
         new_hidden = {

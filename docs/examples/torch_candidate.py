@@ -128,6 +128,22 @@ def meta_gradient_in_vector_layout(nets, layers, n_in):
     return grads
 
 
+def by_network(groups):
+    """{network: its tensors, in the case's order}."""
+    members = {}
+    for tensor, network in groups.items():
+        members.setdefault(network, []).append(tensor)
+    return members
+
+
+def global_average(h, units):
+    """LSTM+GAC: the last `units` units of every tensor's h replaced by their mean over all
+    the rows of all the tensors one network serves."""
+    rows = sum(len(v) for v in h.values())
+    mean = sum(v[:, -units:].sum(0) for v in h.values()) / rows
+    return {k: torch.cat([v[:, :-units], mean.expand(len(v), units)], dim=1) for k, v in h.items()}
+
+
 class Torch7Adam:
     """Adam as Torch7's optim computes it: ε added to sqrt(v), not to the bias-corrected one."""
 
@@ -175,21 +191,30 @@ def run_meta_case(entry, arrays):
                 f(point, t), list(point.values()), create_graph=second_order
             )
             theta, new_theta = point if second_order else theta, {}
-            for tensor, grad in zip(point, grads, strict=True):
-                cells, head = nets[entry["groups"][tensor]]
-                x = preprocess(grad.reshape(-1, 1), name, p)
-                record(f"grad/{tensor}", grad)
-                record(f"preprocessed/{tensor}", x)
-                states = []
-                for n, (cell, state) in enumerate(zip(cells, hidden[tensor], strict=True)):
-                    h, c = cell(x, state)
-                    record(f"lstm/{n}/c/{tensor}", c)
-                    record(f"lstm/{n}/h/{tensor}", h)
-                    states.append((h, c))
+            grads = dict(zip(point, grads, strict=True))
+            for members in by_network(entry["groups"]).values():
+                cells, head = nets[entry["groups"][members[0]]]
+                x = {}
+                for tensor in members:
+                    x[tensor] = preprocess(grads[tensor].reshape(-1, 1), name, p)
+                    record(f"grad/{tensor}", grads[tensor])
+                    record(f"preprocessed/{tensor}", x[tensor])
+                states = {tensor: [] for tensor in members}
+                for n, cell in enumerate(cells):  # layer by layer over the network's tensors
+                    h, c = {}, {}
+                    for tensor in members:
+                        h[tensor], c[tensor] = cell(x[tensor], hidden[tensor][n])
+                    if opt["architecture"] == "lstm-gac":
+                        h = global_average(h, opt["gac_units"])
+                    for tensor in members:
+                        record(f"lstm/{n}/c/{tensor}", c[tensor])
+                        record(f"lstm/{n}/h/{tensor}", h[tensor])
+                        states[tensor].append((h[tensor], c[tensor]))
                     x = h
-                update = (head(x) * opt["output_scale"]).reshape(grad.shape)
-                record(f"update/{tensor}", update)
-                new_theta[tensor], hidden[tensor] = theta[tensor] + update, states
+                for tensor in members:
+                    update = (head(x[tensor]) * opt["output_scale"]).reshape(grads[tensor].shape)
+                    record(f"update/{tensor}", update)
+                    new_theta[tensor], hidden[tensor] = theta[tensor] + update, states[tensor]
             theta = new_theta
             losses.append(f(theta, t + 1))
             out["loss"].append(losses[-1].item())

@@ -8,11 +8,18 @@ released code's Sonnet cell, spec §2), a linear head to one output and an outpu
     {"lstm": [{"W": (n_in + H, 4H), "b": (4H,)}, ...],   gate order i, j, f, o
      "head": {"W": (H_last, 1), "b": (1,)}}
 where row block [:n_in] of W multiplies the layer input x and [n_in:] the previous h.
+
+The cell's definition is lstm_cell, traced operation by operation; beside it, the same cell as
+one autograd primitive (cell_forward, cell_backward: hand-written, in row blocks on the cores),
+which tests hold to the definition. l2l_ref.fused builds the hand-written meta-gradient of a
+whole unroll from these kernels.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
+
 from functools import reduce
 from operator import add
+from typing import TYPE_CHECKING
 
 import autograd.numpy as np
 import numpy as onp
@@ -20,42 +27,12 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
 from l2l_ref.blocks import row_blocks, run_blocks
-from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
 
+if TYPE_CHECKING:
+    from l2l_ref.architectures import OptimizerConfig
+
 FORGET_BIAS = 1.0
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Architecture of m: LSTM layer sizes, input preprocessing, output scale, initialisation."""
-
-    layers: tuple[int, ...] = (20, 20)
-    preprocessing: str = "identity"  # a key of PREPROCESSORS
-    preprocessing_param: float = 0.0  # p of Appendix A, k of LogAndSign
-    output_scale: float = 1.0
-    init: str = "released"  # "released" (truncated normal) or "zeros"
-    # "plain": lstm_cell, traced op by op; "fused": fused_lstm_cell, and training's first-order
-    # meta-gradients by l2l_ref.fused's hand-written backward pass
-    cell: str = "fused"
-    share_networks: bool = False  # one network for all parameter groups
-
-    def __post_init__(self):
-        if self.preprocessing not in PREPROCESSORS:
-            raise ConfigError(
-                f"unknown preprocessing {self.preprocessing!r} "
-                f"(choose from {', '.join(PREPROCESSORS)})"
-            )
-        if self.cell not in CELLS:
-            raise ConfigError(f"unknown cell {self.cell!r} (choose from {', '.join(CELLS)})")
-        if self.init not in ("released", "zeros"):
-            raise ConfigError(f"unknown initialisation {self.init!r} (released or zeros)")
-        if any(units < 1 for units in self.layers):
-            raise ConfigError(f"every LSTM layer needs at least one unit, got {self.layers}")
-
-    @property
-    def input_size(self) -> int:
-        return PREPROCESSORS[self.preprocessing][1]
 
 
 def sigmoid(x):
@@ -73,6 +50,11 @@ def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> 
     return stddev * sample
 
 
+# a coordinate's update depends on its own gradients only; and φ has a hand-written
+# first-order meta-gradient (l2l_ref.fused)
+COORDINATEWISE, HAND_WRITTEN = True, True
+
+
 def network_shapes(config: OptimizerConfig) -> dict:
     """The shape of every array of one network's φ, without allocating any."""
     lstm, n_in = [], config.input_size
@@ -80,11 +62,6 @@ def network_shapes(config: OptimizerConfig) -> dict:
         lstm.append({"W": (n_in + units, 4 * units), "b": (4 * units,)})
         n_in = units
     return {"lstm": lstm, "head": {"W": (n_in, 1), "b": (1,)}}
-
-
-def is_shape(value) -> bool:
-    """A leaf of network_shapes' tree."""
-    return isinstance(value, tuple)
 
 
 def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
@@ -108,7 +85,7 @@ def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     return {"lstm": lstm, "head": head}
 
 
-def zero_hidden(template, config: OptimizerConfig) -> list:
+def start(template, config: OptimizerConfig) -> list:
     """Zero (h, c) of every layer for the coordinates of one parameter tensor `template`."""
     n = template.size
     return [
@@ -268,18 +245,10 @@ def network(net: dict, grad, hidden: list, config: OptimizerConfig) -> tuple:
     return update, new_hidden
 
 
-def optimizer_step(
-    phi: dict, grads: dict, hidden: dict, groups: dict, config: OptimizerConfig
-) -> tuple[dict, dict]:
-    """[g_t, h_{t+1}] = m(∇_t, h_t, φ) for every parameter tensor of the optimizee (Eq. 1).
-
-    phi maps a network name to its parameters; groups maps each optimizee tensor's name to the
-    network that serves it. Each tensor's coordinates are rows of their own batch with their
-    own hidden state, so no two coordinates ever share a state row (spec §6).
-    """
+def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
+    """m for the tensors one network serves: each tensor's column of gradients through
+    `network`, independently of the others (coordinatewise)."""
     updates, new_hidden = {}, {}
-    for name, grad in grads.items():
-        column = np.reshape(grad, (-1, 1))
-        update, new_hidden[name] = network(phi[groups[name]], column, hidden[name], config)
-        updates[name] = np.reshape(update, np.shape(grad))
+    for name, column in columns.items():
+        updates[name], new_hidden[name] = network(net, column, hidden[name], config)
     return updates, new_hidden

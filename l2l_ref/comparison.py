@@ -15,9 +15,9 @@ import numpy as onp
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.errors import ConfigError
-from l2l_ref.lstm import OptimizerConfig
 from l2l_ref.meta_train import rng_for, run_optimizer
-from l2l_ref.problems import Problem, ToDevice
+from l2l_ref.optimizer import OptimizerConfig
+from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
 
 
 def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
@@ -51,23 +51,26 @@ def evaluate(
     phi: dict,
     groups: dict,
     config: OptimizerConfig,
-    steps: int,
-    test_problems: int,
-    validation_problems: int,
-    seed: int,
-    to_device: ToDevice,
-    to_host: Callable,
+    *,
+    steps: int = 100,
+    test_problems: int = 32,
+    validation_problems: int = 8,
+    seed: int = 0,
+    to_device: ToDevice = host_float64,
+    to_host: Callable = onp.asarray,
     baselines=tuple(BASELINES),
     grid=LEARNING_RATES,
 ) -> dict:
-    """Run the learned optimizer and each tuned baseline on `test_problems` fresh problems."""
+    """Run the learned optimizer φ and each baseline, its learning rate tuned over `grid` on
+    the seed's validation problems, on the seed's `test_problems` fresh test problems."""
     if test_problems < 2:
         raise ConfigError("need at least 2 test problems for a standard error")
     validation_rng, test_rng = rng_for(seed, "validation"), rng_for(seed, "test")
     validation = [
-        problem.sample(validation_rng, to_device, "validation") for _ in range(validation_problems)
+        checked_sample(problem, validation_rng, to_device, "validation")
+        for _ in range(validation_problems)
     ]
-    test = [problem.sample(test_rng, to_device, "test") for _ in range(test_problems)]
+    test = [checked_sample(problem, test_rng, to_device, "test") for _ in range(test_problems)]
     with onp.errstate(all="ignore"):
         lstm = onp.stack(
             [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in test]

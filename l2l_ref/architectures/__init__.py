@@ -1,0 +1,87 @@
+"""Optimizer architectures: what m(∇, h; φ) computes (Section 2.1, and the appendix on
+information sharing), one module each, registered in ARCHITECTURES.
+
+An architecture module provides:
+
+    network_shapes(config) -> {"lstm": [{"W": shape, "b": shape}, ...], "head": {...}}
+        the shape of every array of one network's φ (no arrays made);
+    init_network(rng, config) -> one network's φ, host arrays drawn from `rng`;
+    start(template, config) -> the hidden state of the coordinates of one tensor (a list of
+        (h, c) per layer), zero, made beside `template`;
+    step(net, columns, hidden, config) -> (updates, hidden)
+        one step of m for all the tensors one network serves: columns {tensor: (n, 1)
+        gradients}, hidden {tensor: state}; returns {tensor: (n, 1) updates} and the new
+        states. Written with autograd.numpy, so that it is differentiated to any order;
+    COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
+    HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
+        then uses it; otherwise autograd traces the unroll).
+
+Adding one is a module and a line in ARCHITECTURES; tests/test_architectures.py holds every
+registered architecture to the contract (shapes, permutations of the coordinates, gradients
+against finite differences, backends, checkpoints).
+"""
+
+from dataclasses import dataclass
+
+from l2l_ref.architectures import lstm, lstm_gac
+from l2l_ref.errors import ConfigError
+from l2l_ref.preprocessing import PREPROCESSORS
+
+ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac}
+
+# the largest LSTM layer accepted: far beyond any experiment (the paper's has 20 units), small
+# enough that φ of one network fits comfortably in memory
+MAX_UNITS = 4096
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Architecture of m: which one, its LSTM layer sizes, the input preprocessing, the output
+    scale, the initialisation."""
+
+    layers: tuple[int, ...] = (20, 20)
+    preprocessing: str = "identity"  # a key of PREPROCESSORS
+    preprocessing_param: float = 0.0  # p of Appendix A, k of LogAndSign
+    output_scale: float = 1.0
+    init: str = "released"  # "released" (truncated normal) or "zeros"
+    # "plain": the cell traced op by op; "fused": the same cell as one autograd primitive
+    cell: str = "fused"
+    share_networks: bool = False  # one network for all parameter groups
+    architecture: str = "lstm"  # a key of ARCHITECTURES
+    gac_units: int = 2  # lstm-gac: the units of each layer that send their global average
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown architecture {self.architecture!r} "
+                f"(choose from {', '.join(ARCHITECTURES)})"
+            )
+        if self.preprocessing not in PREPROCESSORS:
+            raise ConfigError(
+                f"unknown preprocessing {self.preprocessing!r} "
+                f"(choose from {', '.join(PREPROCESSORS)})"
+            )
+        if self.cell not in ("plain", "fused"):
+            raise ConfigError(f"unknown cell {self.cell!r} (plain or fused)")
+        if self.init not in ("released", "zeros"):
+            raise ConfigError(f"unknown initialisation {self.init!r} (released or zeros)")
+        if any(not 1 <= units <= MAX_UNITS for units in self.layers):
+            raise ConfigError(
+                f"every LSTM layer needs 1 to {MAX_UNITS} units, got {list(self.layers)}"
+            )
+        if self.architecture == "lstm-gac" and not all(
+            1 <= self.gac_units <= units for units in self.layers
+        ):
+            raise ConfigError(
+                f"lstm-gac needs 1 to (units of the smallest layer) averaging units, "
+                f"got {self.gac_units} for layers {list(self.layers)}"
+            )
+
+    @property
+    def input_size(self) -> int:
+        return PREPROCESSORS[self.preprocessing][1]
+
+    @property
+    def module(self):
+        """The architecture's module."""
+        return ARCHITECTURES[self.architecture]

@@ -1,0 +1,63 @@
+"""The learned optimizer applied to a whole optimizee: [g_t, h_{t+1}] = m(∇_t, h_t, φ) for
+every tensor of θ (Eq. 1), with one network per parameter group; m itself is an architecture
+of l2l_ref.architectures."""
+
+import autograd.numpy as np
+import numpy as onp
+
+from l2l_ref.architectures import ARCHITECTURES, OptimizerConfig
+from l2l_ref.tree import tree_map
+
+__all__ = [
+    "ARCHITECTURES", "OptimizerConfig", "init_network", "init_phi", "is_shape", "network_shapes",
+    "optimizer_step", "start_hidden",
+]  # fmt: skip
+
+
+def network_shapes(config: OptimizerConfig) -> dict:
+    """The shape of every array of one network's φ (no arrays made)."""
+    return config.module.network_shapes(config)
+
+
+def is_shape(value) -> bool:
+    """A leaf of network_shapes' tree."""
+    return isinstance(value, tuple)
+
+
+def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
+    """One network's φ, on the host, initialised as the architecture does."""
+    return config.module.init_network(rng, config)
+
+
+def init_phi(rng: onp.random.Generator, groups: dict, config: OptimizerConfig, to_device) -> dict:
+    """φ: one freshly initialised network per parameter group, in sorted group order."""
+    return {
+        group: tree_map(to_device, init_network(rng, config))
+        for group in sorted(set(groups.values()))
+    }
+
+
+def start_hidden(theta: dict, config: OptimizerConfig) -> dict:
+    """The starting hidden state of every coordinate of every tensor of θ."""
+    return {name: config.module.start(x, config) for name, x in theta.items()}
+
+
+def optimizer_step(
+    phi: dict, grads: dict, hidden: dict, groups: dict, config: OptimizerConfig
+) -> tuple[dict, dict]:
+    """[g_t, h_{t+1}] = m(∇_t, h_t, φ) for every parameter tensor of the optimizee (Eq. 1).
+
+    phi maps a network name to its parameters; groups maps each optimizee tensor's name to the
+    network that serves it. Each tensor's coordinates are rows of their own batch with their
+    own hidden state, so no two coordinates ever share a state row (spec §6); the tensors of
+    one network go to its architecture together, for those that share information.
+    """
+    updates, new_hidden = {}, {}
+    for group in dict.fromkeys(groups[name] for name in grads):
+        columns = {n: np.reshape(g, (-1, 1)) for n, g in grads.items() if groups[n] == group}
+        step, states = config.module.step(
+            phi[group], columns, {n: hidden[n] for n in columns}, config
+        )
+        new_hidden |= states
+        updates |= {n: np.reshape(step[n], np.shape(grads[n])) for n in columns}
+    return updates, new_hidden

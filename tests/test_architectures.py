@@ -1,0 +1,215 @@
+"""The contract every registered optimizer architecture keeps (l2l_ref.architectures): a new
+architecture is one module and one line in ARCHITECTURES, and these tests then hold it to the
+same standard as the LSTM.
+
+- φ has the declared shapes; the start state and one step have the right shapes and dtype;
+- permuting the coordinates permutes the updates (the network is the same for every
+  coordinate); a coordinatewise architecture's update of a coordinate depends on that
+  coordinate alone, one that shares information (LSTM+GAC) depends on the others too;
+- the meta-gradient, first and second order, against central differences of the meta-loss;
+- the CPU stand-in of CuPy computes the same bits as NumPy;
+- checkpoints keep it; `--architecture` trains and evaluates it end to end.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from l2l_ref import checkpoint
+from l2l_ref.backends import numpy_backend
+from l2l_ref.cli import main
+from l2l_ref.optimizer import (
+    ARCHITECTURES,
+    OptimizerConfig,
+    init_network,
+    is_shape,
+    network_shapes,
+    optimizer_step,
+    start_hidden,
+)
+from l2l_ref.tree import flatten, tree_map
+from l2l_ref.unroll import meta_gradient, unroll
+from tests import strict_array
+from tests.numpy_reference import coupled_quadratic
+from tests.test_backends import agree
+from tests.test_meta_gradient import assert_close_directional, directional_fd, inner
+
+NAMES = sorted(ARCHITECTURES)
+
+
+def config_for(architecture, **changes):
+    settings = {"layers": (5, 4), "preprocessing": "appendix_a", "preprocessing_param": 10.0}
+    return OptimizerConfig(**{**settings, **changes}, architecture=architecture)
+
+
+def two_tensors(rng, config):
+    """φ, groups and a gradient and state for tensors of 6 and 3 coordinates, one network."""
+    phi = {"all": init_network(rng, config)}
+    grads = {"a": rng.standard_normal((2, 3)), "b": rng.standard_normal(3)}
+    hidden = start_hidden(grads, config)
+    hidden = tree_map(lambda x: x + 0.3 * rng.standard_normal(x.shape), hidden)
+    return phi, dict.fromkeys(grads, "all"), grads, hidden
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_phi_state_and_step_have_the_declared_shapes(architecture):
+    config = config_for(architecture)
+    rng = np.random.default_rng(0)
+    declared = flatten(network_shapes(config), is_leaf=is_shape)
+    made = flatten(init_network(rng, config))
+    assert declared.keys() == made.keys()
+    assert all(made[k].shape == tuple(declared[k]) for k in declared)
+    phi, groups, grads, hidden = two_tensors(rng, config)
+    for name, state in start_hidden(grads, config).items():
+        assert [(h.shape, c.shape) for h, c in state] == [
+            ((np.size(grads[name]), units),) * 2 for units in config.layers
+        ]
+        assert all(not h.any() and not c.any() for h, c in state)
+    updates, new_hidden = optimizer_step(phi, grads, hidden, groups, config)
+    for name in grads:
+        assert updates[name].shape == np.shape(grads[name]) and updates[name].dtype == np.float64
+        assert [(h.shape, c.shape) for h, c in new_hidden[name]] == [
+            (h.shape, c.shape) for h, c in hidden[name]
+        ]
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_permuting_the_coordinates_permutes_the_updates(architecture, seed):
+    config = config_for(architecture)
+    rng = np.random.default_rng(seed)
+    phi, groups, grads, hidden = two_tensors(rng, config)
+    order = rng.permutation(6)
+    permuted_grads = {"a": grads["a"].reshape(-1)[order].reshape(2, 3), "b": grads["b"]}
+    permuted_hidden = {
+        "a": [(h[order], c[order]) for h, c in hidden["a"]], "b": hidden["b"],
+    }  # fmt: skip
+    updates, states = optimizer_step(phi, grads, hidden, groups, config)
+    moved, moved_states = optimizer_step(phi, permuted_grads, permuted_hidden, groups, config)
+    np.testing.assert_allclose(moved["a"].reshape(-1), updates["a"].reshape(-1)[order], rtol=1e-12)
+    np.testing.assert_allclose(moved["b"], updates["b"], rtol=1e-12)
+    for (h, c), (h_moved, c_moved) in zip(states["a"], moved_states["a"], strict=True):
+        np.testing.assert_allclose(h_moved, h[order], rtol=1e-12)
+        np.testing.assert_allclose(c_moved, c[order], rtol=1e-12)
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_coordinates_share_information_exactly_when_the_architecture_says(architecture):
+    """Change one coordinate's gradient: a coordinatewise architecture's other updates stay
+    the same bits; LSTM+GAC's change, in both tensors, through its averages."""
+    config = config_for(architecture)
+    rng = np.random.default_rng(1)
+    phi, groups, grads, hidden = two_tensors(rng, config)
+    updates, _ = optimizer_step(phi, grads, hidden, groups, config)
+    changed = {"a": grads["a"].copy(), "b": grads["b"]}
+    changed["a"][0, 0] += 1.0
+    others, _ = optimizer_step(phi, changed, hidden, groups, config)
+    unchanged = np.array_equal(others["a"].reshape(-1)[1:], updates["a"].reshape(-1)[1:])
+    unchanged = unchanged and np.array_equal(others["b"], updates["b"])
+    assert unchanged == ARCHITECTURES[architecture].COORDINATEWISE
+    assert others["a"][0, 0] != updates["a"][0, 0]
+
+
+@st.composite
+def problems(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    shapes = {"a": (2, 2), "b": (3,)}
+    problem = coupled_quadratic(rng, shapes)
+    groups = {"a": "all", "b": draw(st.sampled_from(["all", "other"]))}
+    T = draw(st.integers(1, 3))
+    weights = tuple(draw(st.lists(st.floats(0.0, 2.0), min_size=T + 1, max_size=T + 1)))
+    return rng, problem, groups, weights
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+@pytest.mark.parametrize("second_order", [False, True])
+@settings(max_examples=15, deadline=None)
+@given(case=problems(), seed=st.integers(0, 2**32 - 1))
+def test_meta_gradient_matches_central_differences(architecture, second_order, case, seed):
+    """First order: the meta-loss with the optimizee's gradients frozen at the values the
+    unroll fed the optimizer; second order: the meta-loss itself."""
+    rng, problem, groups, weights = case
+    config = config_for(architecture, cell="plain", layers=(3, 2), gac_units=1)
+    phi = {g: init_network(rng, config) for g in sorted(set(groups.values()))}
+    instance = problem.instance()
+    hidden = start_hidden(instance.theta0, config)
+    T = len(weights) - 1
+    recorded = []
+    unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config,
+           on_step=lambda t, g, *rest: recorded.append(g))  # fmt: skip
+
+    def meta_loss(phi):
+        if second_order:
+            losses, *_ = unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config, True)
+        else:
+            frozen = iter(recorded)
+            losses = [instance.loss(instance.theta0, 0)]
+            theta, state = instance.theta0, hidden
+            for t in range(T):
+                updates, state = optimizer_step(phi, next(frozen), state, groups, config)
+                theta = {k: theta[k] + updates[k] for k in theta}
+                losses.append(instance.loss(theta, t + 1))
+        return sum(w * float(f) for w, f in zip(weights, losses, strict=True))
+
+    direction = tree_map(lambda p: np.random.default_rng(seed).standard_normal(p.shape), phi)
+    fd = directional_fd(meta_loss, phi, direction)
+    grad, *_ = meta_gradient(
+        phi, instance.theta0, hidden, instance, 0, weights, groups, config, second_order
+    )
+    assert_close_directional(inner(grad, direction), fd)
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+@pytest.mark.parametrize("second_order", [False, True])
+def test_the_stand_in_computes_the_same_bits(architecture, second_order):
+    rng = np.random.default_rng(5)
+    config = config_for(architecture, cell="plain" if second_order else "fused")
+    problem = coupled_quadratic(rng, {"a": (2, 3), "b": (4,)})
+    phi = {"all": init_network(rng, config)}
+    case = phi, {"a": "all", "b": "all"}, problem, config, (0.0, 1.0, 0.5, 1.0)
+    agree(strict_array, case, second_order, traced=False)
+    agree(numpy_backend, case, second_order, traced=True)
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_checkpoints_keep_the_architecture(architecture, tmp_path):
+    config = config_for(architecture, gac_units=3)
+    phi = {"all": init_network(np.random.default_rng(2), config)}
+    checkpoint.save(tmp_path / "c.npz", phi, {"x": "all"}, config, {})
+    loaded, loaded_config, header = checkpoint.load(tmp_path / "c.npz")
+    assert loaded_config == config and header["networks"] == {"x": "all"}
+    flat, flat_loaded = flatten(phi), flatten(loaded)
+    assert all(flat[k].tobytes() == flat_loaded[k].tobytes() for k in flat)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", NAMES)
+def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
+    small = [
+        "--epochs", "2", "--steps", "10", "--unroll", "5", "--layers", "4", "--eval-every", "1",
+        "--validation-problems", "2", "--test-problems", "3", "--learning-rates", "0.1,1",
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["train", *small, "--architecture", architecture, "--out", str(out)]) == 0
+    _, config, _ = checkpoint.load(out / "checkpoint.npz")
+    assert config.architecture == architecture
+    capsys.readouterr()
+    args = [
+        "evaluate", str(out / "checkpoint.npz"), "--validation-problems", "2", "--test-problems",
+        "3", "--learning-rates", "0.1,1", "--json", str(tmp_path / "e.json"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    again = json.loads((tmp_path / "e.json").read_text())["results"]
+    before = json.loads((out / "results.json").read_text())["results"]
+    assert again["LSTM"]["final_losses"] == before["LSTM"]["final_losses"]
+
+
+def test_an_unknown_architecture_is_refused():
+    with pytest.raises(Exception, match="unknown architecture 'ntm-bfgs'"):
+        dataclasses.replace(config_for("lstm"), architecture="ntm-bfgs")
