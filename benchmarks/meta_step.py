@@ -27,6 +27,7 @@ import numpy as onp
 
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
+from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.presets import optimizer_for
@@ -95,12 +96,35 @@ def one_meta_step(
     unroll: int = 20,
     config: OptimizerConfig | None = None,
 ):
-    """A closure running one meta-step (an unroll, its backward pass, Adam) on a fixed φ."""
-    s = setup(problem, dtype, backend, unroll, config)
+    """A closure running one meta-step (an unroll, its backward pass, Adam) on a fixed φ, as
+    training runs it (float32 without subnormals)."""
+    return setup_step(setup(problem, dtype, backend, unroll, config), dtype)
+
+
+def setup_step(s: Setup, dtype: str):
+    """The meta-step closure of a prepared Setup."""
     state = adam_init(s.phi)
-    return lambda: train_epoch(
-        s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
-    )
+
+    def step():
+        with subnormals_flushed(dtype == "float32"):
+            return train_epoch(
+                s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
+            )
+
+    return step
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the vector extensions it has (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            pairs = (line.split(":", 1) for line in info if ":" in line)
+            fields = {key.strip(): value.strip() for key, value in pairs}
+    except OSError:
+        return platform.processor() or "unknown"
+    model, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
+    wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    return f"{model}; {' '.join(f for f in wanted if f in flags)}"
 
 
 def median_seconds(step, repeats: int) -> float:
@@ -158,6 +182,7 @@ def main() -> None:
         case, dtype = args.peak_of
         make_problem, config = CASES[case]
         return report_peak(one_meta_step(make_problem(), dtype, config=config))
+    print(f"cpu: {cpu_description()}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {onp.__version__}; "
         f"median of {args.repeats} after a warm-up; paper preset, unroll 20, LSTM 2×20"

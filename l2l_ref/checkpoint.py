@@ -9,6 +9,7 @@ temporary name in the same folder and renamed, so a crash never leaves half a fi
 import io
 import json
 import os
+import signal
 import tempfile
 import zipfile
 from dataclasses import asdict
@@ -27,19 +28,40 @@ class CheckpointError(L2LError):
     """A checkpoint that cannot be used, with the reason."""
 
 
+# temporary files being written: removed on the way out, however the program stops
+_UNFINISHED: set[str] = set()
+
+
+_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` in one rename: readers see the old file or the new one."""
+    """Replace `path` by `data` in one rename: readers see the old file or the new one. Ctrl-C,
+    SIGTERM and SIGHUP wait until the write is done or undone (a kill -9 can still leave a
+    temporary file, which the next run on the folder removes)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _UNFINISHED.add(tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # gone already when the rename succeeded
+            _UNFINISHED.discard(tmp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def remove_unfinished() -> None:
+    """Remove the temporary files of writes that an interruption cut short."""
+    for tmp in list(_UNFINISHED):
         Path(tmp).unlink(missing_ok=True)
-        raise
+        _UNFINISHED.discard(tmp)
 
 
 def npz_bytes(arrays: dict) -> bytes:

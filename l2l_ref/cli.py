@@ -605,16 +605,30 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         blocks.thread_count()  # a bad L2L_REF_THREADS is refused before any work
         return COMMANDS[args.command](args)
-    except L2LError as error:
-        print(f"l2l-ref: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"l2l-ref: I/O error: {error}", file=sys.stderr)
-        return 4
     except KeyboardInterrupt as interrupt:
-        signum = getattr(interrupt, "signum", signal.SIGINT)
-        print(f"l2l-ref: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
+        return interrupted(interrupt)
+    except Exception as error:
+        # an interruption inside a library's cleanup can surface as another error
+        cause = error.__context__
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__context__
+        if cause is not None:
+            return interrupted(cause)
+        if isinstance(error, L2LError):
+            print(f"l2l-ref: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, OSError):
+            print(f"l2l-ref: I/O error: {error}", file=sys.stderr)
+            return 4
+        raise
+    finally:
+        checkpoint.remove_unfinished()
+
+
+def interrupted(interrupt: KeyboardInterrupt) -> int:
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    print(f"l2l-ref: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":
