@@ -211,7 +211,9 @@ def build_parser() -> Parser:
         "--scheduler", help="ADDRESS of a Dask scheduler, e.g. tcp://10.0.0.5:8786"
     )
     search_cmd.add_argument(
-        "--out", type=folder_path, help="search folder (default runs/search-<problem>-<preset>)"
+        "--out",
+        type=folder_path,
+        help="search folder (default runs/search-<problem>-<preset>-s<seeds>)",
     )
     training(search_cmd)
 
@@ -475,7 +477,8 @@ def search_command(args) -> int:
     base.make_problem()
     base.transfers()
     lr_range = args.meta_lr_range or presets.search_range(args.problem, args.preset)
-    out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}"
+    seeds = "-".join(map(str, args.seeds))
+    out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}-s{seeds}"
     plan = search.Search(base, args.seeds, args.trials, lr_range, out)
     if args.scheduler:
         executor = lambda: search.dask_executor(args.scheduler)  # noqa: E731
