@@ -5,7 +5,9 @@ cell works through its rows in blocks of about BLOCK_BYTES: a block's temporarie
 cache, and blocks run on a thread pool, since NumPy releases the GIL inside its loops. Each
 worker limits BLAS to one thread for itself (OpenBLAS's and MKL's thread-local setting), so
 that the workers' small matrix products do not fight over the cores; the caller's own BLAS
-calls keep their threads. A device array is one block: the GPU runs each kernel over all rows.
+calls keep their threads (some OpenBLAS builds apply the "thread-local" setting to the whole
+process: the caller's count is put back after the blocks). A device array is one block: the
+GPU runs each kernel over all rows.
 
 Blocks never depend on the number of cores, and the partial sums over blocks are added in
 block order, so results are the same on every machine and for every L2L_REF_THREADS.
@@ -35,6 +37,10 @@ _BLAS_THREADS = (
     "openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
     "scipy_openblas_set_num_threads", "MKL_Set_Num_Threads",
 )  # fmt: skip
+_BLAS_GET_THREADS = (
+    "openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads", "MKL_Get_Max_Threads",
+)  # fmt: skip
 
 
 def row_blocks(array, row_bytes: int) -> list[slice]:
@@ -55,12 +61,18 @@ def run_blocks(work: Callable[[slice], object], blocks: list[slice]) -> list:
     if len(blocks) == 1 or pool is None:
         return [work(block) for block in blocks]
     handling, flush = onp.geterr(), _flushed()
+    one_thread, caller = _blas_function(_BLAS_LOCAL_THREADS), blas_threads()
 
     def as_the_caller(block):
+        one_thread(1)
         with onp.errstate(**handling), subnormals_flushed(flush):
             return work(block)
 
-    return list(pool.map(as_the_caller, blocks))
+    try:
+        return list(pool.map(as_the_caller, blocks))
+    finally:
+        if caller is not None and blas_threads() != caller:
+            set_blas_threads(caller)
 
 
 class _FloatEnvironment(ctypes.Structure):
@@ -113,8 +125,10 @@ def subnormals_flushed(enabled: bool = True) -> Iterator[None]:
         _flushing.on = False
 
 
+@cache
 def _blas_function(names: tuple[str, ...]) -> Callable | None:
-    """The first of `names` that the loaded BLAS library exports, if any (Linux)."""
+    """The first of `names` that the loaded BLAS library exports, if any (Linux; NumPy loaded
+    its BLAS on import, so the answer does not change)."""
     try:
         with open("/proc/self/maps") as maps:
             paths = {line.split()[-1] for line in maps if "blas" in line.lower() or "mkl" in line}
@@ -129,6 +143,13 @@ def _blas_function(names: tuple[str, ...]) -> Callable | None:
             if hasattr(library, name):
                 return getattr(library, name)
     return None
+
+
+def blas_threads() -> int | None:
+    """The number of threads BLAS uses for the calling thread; None where the library cannot
+    be found."""
+    getter = _blas_function(_BLAS_GET_THREADS)
+    return None if getter is None else getter()
 
 
 def set_blas_threads(threads: int) -> None:
@@ -161,4 +182,4 @@ def _pool() -> ThreadPoolExecutor | None:
     setter = _blas_function(_BLAS_LOCAL_THREADS)
     if threads < 2 or setter is None:
         return None
-    return ThreadPoolExecutor(threads, "l2l-ref-rows", initializer=setter, initargs=(1,))
+    return ThreadPoolExecutor(threads, "l2l-ref-rows")

@@ -84,6 +84,24 @@ def test_results_do_not_depend_on_the_threads():
         assert np.array_equal(pooled, inline)
 
 
+def test_the_callers_blas_keeps_its_threads():
+    """The workers' one-thread BLAS setting stays theirs, also where the library applies its
+    "thread-local" setting to the whole process (OpenBLAS 0.3.31 in NumPy's wheels does)."""
+    before = blocks.blas_threads()
+    blocks._pool.cache_clear()  # fresh workers: their first tasks too
+    if before is None or blocks._pool() is None:
+        pytest.skip("no BLAS thread setting to check, or one core")
+    rng = np.random.default_rng(0)
+    blocks.set_blas_threads(2)
+    try:
+        for _ in range(2):
+            with block_bytes(8192):
+                cell_forward(*random_cell(rng, 3000, 2, 20, "float64"))
+            assert blocks.blas_threads() == 2
+    finally:
+        blocks.set_blas_threads(before)
+
+
 def test_row_blocks_cover_every_row_once_in_near_equal_blocks():
     for n in (1, 7, 1000, 4097):
         with block_bytes(640):

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from l2l_ref import report, search
@@ -200,6 +201,27 @@ def test_a_worker_killed_during_a_trial_runs_it_again(reference, tmp_path):
     assert all(t["status"] == "done" for t in record["trials"].values())
     clean = run_search(tmp_path / "clean", lambda: search.local_pool(2), base=base)
     assert without_times(record) == without_times(clean)
+
+
+def test_a_trial_gives_the_same_bits_whatever_blas_threads_its_worker_has():
+    """A float32 meta-step's products cross OpenBLAS's threading threshold, and their last bits
+    depend on the thread count: a trial fixes its own."""
+    from l2l_ref import blocks
+
+    before = blocks.blas_threads()
+    if before is None:
+        pytest.skip("no BLAS thread setting to vary")
+    spec = RunSpec.from_preset(
+        epochs=2, eval_every=1, validation_problems=2, train_dtype="float32"
+    ).as_dict()
+    phis = []
+    try:
+        for threads in (2, 1):
+            blocks.set_blas_threads(threads)
+            phis.append(search.run_trial(spec)["phi"])
+    finally:
+        blocks.set_blas_threads(before)
+    assert all(np.array_equal(phis[0][key], phis[1][key]) for key in phis[0])
 
 
 def test_a_trial_that_fails_is_named(tmp_path):
