@@ -27,7 +27,7 @@ import numpy as onp
 
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
-from l2l_ref.blocks import subnormals_flushed
+from l2l_ref.blocks import one_blas_thread, subnormals_flushed
 from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.presets import optimizer_for
@@ -106,7 +106,7 @@ def setup_step(s: Setup, dtype: str):
     state = adam_init(s.phi)
 
     def step():
-        with subnormals_flushed(dtype == "float32"):
+        with subnormals_flushed(dtype == "float32"), one_blas_thread():
             return train_epoch(
                 s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
             )

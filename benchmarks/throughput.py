@@ -66,8 +66,8 @@ def main() -> None:
     inner = config.input_size + config.layers[0], config.layers[0] + config.layers[1]
     units = 4 * config.layers[0]
     print(
-        f"MLP meta-step: {coordinates} coordinates, unroll {UNROLL}, LSTM "
-        f"{'×'.join(map(str, config.layers))}: {flops / 1e9:.2f} GFLOP in its products"
+        f"MLP meta-step: {coordinates} coordinates, unroll {UNROLL}, LSTM layers "
+        f"{','.join(map(str, config.layers))}: {flops / 1e9:.2f} GFLOP in its products"
     )
     for dtype in args.dtypes.split(","):
         itemsize = onp.dtype(dtype).itemsize
@@ -87,9 +87,11 @@ def main() -> None:
                 f"  cell product K={k}: {coordinates} rows, all cores {w:.1f} GFLOP/s; "
                 f"a block of {block_rows} rows, one core {b:.1f} GFLOP/s"
             )
+        at_block_rate = flops / (2 * statistics.mean(block) * 1e9)
         print(
-            f"  the meta-step reaches {reached / peak:.0%} of the square product's throughput "
-            f"and {reached / statistics.mean(block) / 2:.0%} of two cores at the block product's"
+            f"  the meta-step reaches {reached / peak:.0%} of the square product's throughput; "
+            f"its products at the block product's rate on two cores would take "
+            f"{at_block_rate:.3f} s of its {seconds:.3f} s"
         )
 
 

@@ -152,6 +152,21 @@ def blas_threads() -> int | None:
     return None if getter is None else getter()
 
 
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread for the calling thread, then as before. A whole run (l2l_ref.run's
+    train and compare) runs in it: the cores serve the row blocks instead, where a second BLAS
+    thread only spins against them, and a product's last bits, which depend on the thread
+    count, no longer depend on the machine's cores."""
+    before = blas_threads()
+    set_blas_threads(1)
+    try:
+        yield
+    finally:
+        if before is not None:
+            set_blas_threads(before)
+
+
 def set_blas_threads(threads: int) -> None:
     """The number of threads BLAS uses in this process (a search's worker shares the cores
     out); nothing where the library cannot be found."""

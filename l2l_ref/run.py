@@ -13,7 +13,7 @@ import numpy as onp
 from l2l_ref import presets
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
-from l2l_ref.blocks import subnormals_flushed
+from l2l_ref.blocks import one_blas_thread, subnormals_flushed
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import evaluate
 from l2l_ref.errors import ConfigError
@@ -179,7 +179,7 @@ def train(
     precision, from `state` if given."""
     to_device, to_host = spec.transfers(spec.trained_in)
     problem = problem or spec.make_problem()
-    with subnormals_flushed(spec.trained_in == "float32"):
+    with subnormals_flushed(spec.trained_in == "float32"), one_blas_thread():
         return meta_train(
             problem, spec.optimizer, spec.train, to_device, to_host, on_epoch, on_best, state,
             on_state,
@@ -248,7 +248,7 @@ def compare(
     """The learned optimizer φ against the tuned baselines on the run's test problems (§3)."""
     to_device, to_host = spec.transfers()
     phi = tree_map(to_device, phi_host)
-    with subnormals_flushed(spec.dtype == "float32"):
+    with subnormals_flushed(spec.dtype == "float32"), one_blas_thread():
         return evaluate(
             problem or spec.make_problem(), phi, groups, spec.optimizer,
             steps=steps or spec.train.steps, test_problems=spec.test_problems,

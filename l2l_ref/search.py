@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref import checkpoint, run
-from l2l_ref.blocks import set_blas_threads
 from l2l_ref.comparison import write_json
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
@@ -69,17 +68,9 @@ def draw_trials(seeds: list[int], trials: int, low: float, high: float) -> list[
     return plan
 
 
-def one_blas_thread() -> None:
-    """A trial's own matrix products run on one BLAS thread, whichever worker runs it: their
-    last bits depend on the thread count, and a trial must give the same bits everywhere (the
-    cores serve the row blocks of l2l_ref.blocks, whose results do not depend on threads)."""
-    set_blas_threads(1)
-
-
 def run_trial(spec: dict) -> dict:
     """Meta-train one trial (in a worker): φ as host arrays and the training document. A trial
     whose meta-loss overflows keeps the best φ it validated before, and says so."""
-    one_blas_thread()
     spec = RunSpec.from_dict(spec)
     problem = spec.make_problem()
     start, diverged = time.perf_counter(), None
@@ -101,7 +92,6 @@ def run_trial(spec: dict) -> dict:
 def compare_selected(spec: dict, phi: dict, groups: dict) -> dict:
     """The selected trial's optimizer against the tuned baselines on the seed's test problems
     (in a worker)."""
-    one_blas_thread()
     return run.compare(RunSpec.from_dict(spec), phi, groups)
 
 

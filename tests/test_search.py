@@ -205,7 +205,7 @@ def test_a_worker_killed_during_a_trial_runs_it_again(reference, tmp_path):
 
 def test_a_trial_gives_the_same_bits_whatever_blas_threads_its_worker_has():
     """A float32 meta-step's products cross OpenBLAS's threading threshold, and their last bits
-    depend on the thread count: a trial fixes its own."""
+    depend on the thread count: a run fixes its own (blocks.one_blas_thread)."""
     from l2l_ref import blocks
 
     before = blocks.blas_threads()
