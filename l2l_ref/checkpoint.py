@@ -45,6 +45,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         _UNFINISHED.add(tmp)
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -55,6 +56,12 @@ def write_atomically(path: Path, data: bytes) -> None:
             _UNFINISHED.discard(tmp)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_unfinished() -> None:

@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import stat
 import zipfile
 
 import numpy as np
@@ -107,6 +109,17 @@ def test_corrupt_checkpoint_is_refused(saved, corruption):
 def test_missing_file(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such file"):
         checkpoint.load(tmp_path / "none.npz")
+
+
+def test_files_get_the_mode_a_plain_write_would(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        checkpoint.write_atomically(tmp_path / "atomic", b"x")
+        (tmp_path / "plain").write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    modes = {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("atomic", "plain")}
+    assert modes == {0o640}
 
 
 def test_failed_write_keeps_the_previous_file(saved, monkeypatch):
