@@ -91,10 +91,27 @@ def seed_list(text: str) -> list[int]:
 
 
 def folder_path(text: str) -> Path:
-    """A folder to write into: not an empty name (which would be the current folder)."""
+    """A folder to write into: not an empty name (which would be the current folder), not a
+    file."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name; name the folder")
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     return Path(text)
+
+
+def file_path(text: str) -> Path:
+    """A file to write: a name, not a folder."""
+    if not text.strip() or Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name")
+    return Path(text)
+
+
+def png_path(text: str) -> Path:
+    """A PNG file to write."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text!r}: the figure is a PNG; name it *.png")
+    return file_path(text)
 
 
 def rate_range(text: str) -> tuple[float, float]:
@@ -225,7 +242,7 @@ def build_parser() -> Parser:
     evaluate_cmd.add_argument(
         "--seed", type=at_least(0), help="seed of the test problems (default: as trained)"
     )
-    evaluate_cmd.add_argument("--json", type=Path, help="write the results here")
+    evaluate_cmd.add_argument("--json", type=file_path, help="write the results here")
     comparison(evaluate_cmd)
     optimizee(evaluate_cmd)
 
@@ -235,13 +252,13 @@ def build_parser() -> Parser:
     report_cmd.add_argument(
         "results", type=Path, nargs="+", help="results.json or search.json files"
     )
-    report_cmd.add_argument("--json", type=Path, help="write the report here")
+    report_cmd.add_argument("--json", type=file_path, help="write the report here")
 
     plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
     plot_cmd.add_argument(
         "results", type=Path, nargs="*", help="results.json files, or one search.json"
     )
-    plot_cmd.add_argument("-o", "--out", type=Path, required=True, help="PNG file to write")
+    plot_cmd.add_argument("-o", "--out", type=png_path, required=True, help="PNG file to write")
     plot_cmd.add_argument(
         "--training", action="store_true", help="the meta-loss and validation curves instead"
     )
@@ -619,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
             return interrupted(cause)
         if isinstance(error, L2LError):
             print(f"l2l-ref: error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, MemoryError):
+            print(f"l2l-ref: error: not enough memory: {error}", file=sys.stderr)
             return 2
         if isinstance(error, OSError):
             print(f"l2l-ref: I/O error: {error}", file=sys.stderr)

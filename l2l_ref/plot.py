@@ -92,6 +92,13 @@ def save(figure, out: Path) -> None:
     write_atomically(Path(out), buffer.getvalue())
 
 
+def twos_and_fives(value: float, _position=None) -> str:
+    """A log axis's minor tick label: 2 and 5 times a power of ten, the others left blank (a
+    panel spanning two decades is unreadable with all of them)."""
+    mantissa = value / 10 ** onp.floor(onp.log10(value))
+    return f"{value:g}" if round(mantissa) in (2, 5) else ""
+
+
 def plot_losses(documents: list[dict], out: Path) -> None:
     """One panel per results file: mean loss per step with ± 1 s.e. bands, log scale."""
     plt = pyplot()
@@ -110,7 +117,7 @@ def plot_losses(documents: list[dict], out: Path) -> None:
             axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)
         axis.set_yscale("log")
         axis.yaxis.set_major_formatter("{x:g}")
-        axis.yaxis.set_minor_formatter("{x:g}")
+        axis.yaxis.set_minor_formatter(twos_and_fives)
         axis.tick_params(axis="y", which="minor", labelsize=7)
         axis.set_xlabel("optimizee step")
         axis.set_ylabel("loss (mean over test problems)")

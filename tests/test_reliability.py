@@ -234,6 +234,7 @@ def regressions(tmp_path: Path, good: Path) -> dict:
     steps = {**json.loads(str(np.load(good)["metadata"]))["train"], "steps": -5}
     tiny = tiny_idx(tmp_path / "tiny")
     one_pixel = tiny_idx(tmp_path / "one-pixel", n=200, size=1)
+    full_size = tiny_idx(tmp_path / "full-size", n=20, size=28)
     return {
         "negative seed": ["train", "--seed", "-1"],
         "a minibatch larger than the images": ["train", "--problem", "mnist", "--batch", "6000",
@@ -256,6 +257,15 @@ def regressions(tmp_path: Path, good: Path) -> dict:
         "an empty --out": ["train", "--out", ""],
         "--resume with other settings": ["train", "--resume", str(good.parent), "--epochs", "3"],
         "--resume a folder that is not a run": ["train", "--resume", str(tmp_path)],
+        "584 GiB of MLP, refused by the allocator": ["train", "--problem", "mnist", "--hidden",
+                                                     "100000000", "--data-dir", str(full_size),
+                                                     "--batch", "4"],
+        "--out a file": ["train", "--out", str(tmp_path / "array.npy")],
+        "vectors export into a file": ["vectors", "export", "--out", str(tmp_path / "array.npy")],
+        "evaluate --json into the current folder": ["evaluate", str(good), "--json", ""],
+        "plot into a folder": ["plot", str(good.parent / "results.json"), "-o", str(tmp_path)],
+        "plot into a file that is not a PNG": ["plot", str(good.parent / "results.json"), "-o",
+                                               str(tmp_path / "figure.txt")],
     }  # fmt: skip
 
 
