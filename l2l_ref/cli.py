@@ -114,6 +114,13 @@ def png_path(text: str) -> Path:
     return file_path(text)
 
 
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler's address: not an empty one (which would mean the local pool)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty address; name the scheduler")
+    return text
+
+
 def rate_range(text: str) -> tuple[float, float]:
     """'0.01,0.3' -> (0.01, 0.3), with 0 < LO ≤ HI."""
     parts = text.split(",")
@@ -225,7 +232,9 @@ def build_parser() -> Parser:
         help="local worker processes (default: the number of cores)",
     )
     search_cmd.add_argument(
-        "--scheduler", help="ADDRESS of a Dask scheduler, e.g. tcp://10.0.0.5:8786"
+        "--scheduler",
+        type=scheduler_address,
+        help="ADDRESS of a Dask scheduler, e.g. tcp://10.0.0.5:8786",
     )
     search_cmd.add_argument(
         "--out",

@@ -261,6 +261,7 @@ def regressions(tmp_path: Path, good: Path) -> dict:
                                                      "100000000", "--data-dir", str(full_size),
                                                      "--batch", "4"],
         "--out a file": ["train", "--out", str(tmp_path / "array.npy")],
+        "an empty scheduler address": ["search", "--scheduler", ""],
         "vectors export into a file": ["vectors", "export", "--out", str(tmp_path / "array.npy")],
         "evaluate --json into the current folder": ["evaluate", str(good), "--json", ""],
         "plot into a folder": ["plot", str(good.parent / "results.json"), "-o", str(tmp_path)],
