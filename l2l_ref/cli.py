@@ -615,7 +615,12 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def stop(signum, frame):
+    for other in STOPPING:  # the program is stopping already: a second signal waits
+        signal.signal(other, signal.SIG_IGN)
     raise Stopped(signum)
 
 
@@ -627,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 1 a result that failed (a diverged meta-loss, a divergent
     candidate, failed trials); 2 bad input; 3 a partial verify; 4 an I/O error (a full disk,
     a read-only folder); 128 + the signal's number when stopped (130 for Ctrl-C)."""
+    entry = {signum: signal.getsignal(signum) for signum in STOPPING}
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
     warnings.showwarning = one_line_warning
@@ -654,7 +660,14 @@ def main(argv: list[str] | None = None) -> int:
             return 4
         raise
     finally:
-        checkpoint.remove_unfinished()
+        for signum in STOPPING:  # the cleanup finishes, whatever signal comes now
+            signal.signal(signum, signal.SIG_IGN)
+        try:
+            checkpoint.remove_unfinished()
+        finally:
+            for signum, handler in entry.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
 
 def interrupted(interrupt: KeyboardInterrupt) -> int:

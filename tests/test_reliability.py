@@ -156,6 +156,34 @@ def test_signals_stop_like_ctrl_c(signum, tmp_path):
     assert (out / "checkpoint.npz").exists() and (out / folder.STATE).exists()
 
 
+SIGNAL_AGAIN_DURING_CLEANUP = """
+import os, signal, sys
+from l2l_ref import checkpoint, cli
+finish = checkpoint.remove_unfinished
+def cleanup():
+    os.kill(os.getpid(), signal.SIGTERM)  # a second signal (kill, or timeout passing one on)
+    finish()
+checkpoint.remove_unfinished = cleanup
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_second_signal_during_the_cleanup_is_no_traceback(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-c", SIGNAL_AGAIN_DURING_CLEANUP, "train", *map(str, SMALL)]
+    process = subprocess.Popen(
+        [*command, "--epochs", "400", "--out", str(out)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 60
+    while not (out / folder.STATE).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.strip().splitlines()[-1] == "l2l-ref: interrupted (SIGTERM)"
+    assert "Traceback" not in stderr
+
+
 def test_a_full_disk_after_training_loses_no_table(tmp_path, monkeypatch, capsys):
     def full(path, document):
         raise OSError(28, "No space left on device", str(path))
