@@ -99,6 +99,15 @@ def twos_and_fives(value: float, _position=None) -> str:
     return f"{value:g}" if round(mantissa) in (2, 5) else ""
 
 
+def label_log_axis(axis) -> None:
+    """Plain numbers on a log axis (not 3×10⁻¹): every minor tick within a decade, only 2s
+    and 5s when the axis spans more."""
+    low, high = axis.get_view_interval()
+    axis.set_major_formatter("{x:g}")
+    axis.set_minor_formatter(twos_and_fives if high > 10 * low else "{x:g}")
+    axis.set_tick_params(which="minor", labelsize=7)
+
+
 def plot_losses(documents: list[dict], out: Path) -> None:
     """One panel per results file: mean loss per step with ± 1 s.e. bands, log scale."""
     plt = pyplot()
@@ -116,9 +125,7 @@ def plot_losses(documents: list[dict], out: Path) -> None:
             low = onp.maximum(mean - stderr, mean * 1e-3)  # the band stays on the log scale
             axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)
         axis.set_yscale("log")
-        axis.yaxis.set_major_formatter("{x:g}")
-        axis.yaxis.set_minor_formatter(twos_and_fives)
-        axis.tick_params(axis="y", which="minor", labelsize=7)
+        label_log_axis(axis.yaxis)
         axis.set_xlabel("optimizee step")
         axis.set_ylabel("loss (mean over test problems)")
         axis.set_title(title(document), fontsize=10)
@@ -219,9 +226,12 @@ def plot_search(document: dict, out: Path) -> None:
         trials.scatter([], [], color=colours[seed], label=f"seed {seed}")
     trials.set(xscale="log", yscale="log", xlabel="meta learning rate")
     trials.set(ylabel="best mean final validation loss", title="trials (ringed: selected)")
+    label_log_axis(trials.xaxis)
+    label_log_axis(trials.yaxis)
     trials.legend(fontsize=8)
     names = sorted({n for r in document["test"].values() for n in r if n != "LSTM"})
-    for k, (seed, results) in enumerate(document["test"].items()):
+    tested = sorted(document["test"].items(), key=lambda item: int(item[0]))
+    for k, (seed, results) in enumerate(tested):
         for n, name in enumerate(names):
             paired_diff = results[name]["minus_lstm"]
             x = n + (k - (len(document["test"]) - 1) / 2) * 0.12
