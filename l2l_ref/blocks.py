@@ -65,7 +65,7 @@ def run_blocks(work: Callable[[slice], object], blocks: list[slice]) -> list:
 
     def as_the_caller(block):
         one_thread(1)
-        with onp.errstate(**handling), subnormals_flushed(flush):
+        with onp.errstate(**handling), subnormal_mode(flush):
             return work(block)
 
     try:
@@ -100,29 +100,38 @@ def _libm():
 
 
 @contextlib.contextmanager
-def subnormals_flushed(enabled: bool = True) -> Iterator[None]:
+def subnormal_mode(flush: bool) -> Iterator[None]:
+    """Within: this thread flushes subnormal numbers to zero (the x86 MXCSR bits FTZ and DAZ)
+    if `flush`, and does not if not, whatever it did before; after: as before. Set both ways
+    because a thread inherits its creator's MXCSR: a pool worker started inside a flushed run
+    would otherwise go on flushing for every later caller."""
+    libm = _libm()
+    if libm is None:
+        yield
+        return
+    environment = _FloatEnvironment()
+    libm.fegetenv(ctypes.byref(environment))
+    saved, was = environment.mxcsr, _flushed()
+    bits = _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO
+    environment.mxcsr = saved | bits if flush else saved & ~bits
+    libm.fesetenv(ctypes.byref(environment))
+    _flushing.on = flush
+    try:
+        yield
+    finally:
+        environment.mxcsr = saved
+        libm.fesetenv(ctypes.byref(environment))
+        _flushing.on = was
+
+
+def subnormals_flushed(enabled: bool = True) -> contextlib.AbstractContextManager:
     """Within: this thread's arithmetic, and the row blocks' it starts, treats subnormal
     numbers (below 1.2e-38 in float32) as zero, in inputs and results (the x86 MXCSR bits FTZ
     and DAZ). A CPU may take a hundred times longer on a subnormal; float32 meta-gradients of
     an MLP are full of them on some CPUs. Deterministic; float64 is left alone by the callers
     (its subnormals, below 2.2e-308, do not occur here anyway). Elsewhere than x86-64 Linux,
     or when `enabled` is false, nothing changes."""
-    libm = _libm()
-    if not enabled or libm is None or _flushed():
-        yield
-        return
-    environment = _FloatEnvironment()
-    libm.fegetenv(ctypes.byref(environment))
-    saved = environment.mxcsr
-    environment.mxcsr |= _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO
-    libm.fesetenv(ctypes.byref(environment))
-    _flushing.on = True
-    try:
-        yield
-    finally:
-        environment.mxcsr = saved
-        libm.fesetenv(ctypes.byref(environment))
-        _flushing.on = False
+    return subnormal_mode(True) if enabled else contextlib.nullcontext()
 
 
 @cache

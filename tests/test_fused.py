@@ -102,6 +102,45 @@ def test_the_callers_blas_keeps_its_threads():
         blocks.set_blas_threads(before)
 
 
+def test_subnormals_are_flushed_within_on_every_block_and_restored_after():
+    """float32 without the subnormal penalty (issue 17): within subnormals_flushed a result
+    below float32's smallest normal number is zero, in this thread and in the row blocks it
+    starts; before and after, the same product is the subnormal IEEE arithmetic gives."""
+    if blocks._libm() is None:
+        pytest.skip("no x86-64 MXCSR here: subnormals_flushed changes nothing by design")
+    tiny = np.full(64, 1e-37, dtype=np.float32)
+    scale = np.float32(0.01)
+    ieee = (tiny * scale)[0]
+    assert 0 < ieee < np.finfo(np.float32).tiny  # a subnormal, as IEEE 754 says
+    work = lambda rows: tiny[rows] * scale  # noqa: E731
+    halves = [slice(0, 32), slice(32, 64)]
+    blocks._pool.cache_clear()  # workers that have not seen the setting before
+    with blocks.subnormals_flushed():
+        assert (tiny * scale)[0] == 0
+        assert all(np.all(part == 0) for part in blocks.run_blocks(work, halves))
+    assert (tiny * scale)[0] == ieee
+    assert all(np.all(part == ieee) for part in blocks.run_blocks(work, halves))
+    with blocks.subnormals_flushed(enabled=False):
+        assert (tiny * scale)[0] == ieee
+
+
+@pytest.mark.parametrize("train_dtype, flushed", [("float64", False), ("float32", True)])
+def test_only_float32_meta_training_flushes_subnormals(train_dtype, flushed, monkeypatch):
+    """Float64 results cannot change: a float64 run never enters the flushed mode."""
+    from l2l_ref import run
+
+    seen = []
+    inner = run.subnormals_flushed
+    monkeypatch.setattr(run, "subnormals_flushed", lambda on: seen.append(on) or inner(on))
+    spec = run.RunSpec.from_preset(
+        "quadratic", "paper", settings={"batch": 2}, layers=(2,), epochs=1, steps=4, unroll=2,
+        eval_every=1, validation_problems=1, test_problems=2, learning_rates=(0.1,),
+        train_dtype=train_dtype, dtype="float64",
+    )  # fmt: skip
+    run.train(spec)
+    assert seen[0] is flushed
+
+
 def test_row_blocks_cover_every_row_once_in_near_equal_blocks():
     for n in (1, 7, 1000, 4097):
         with block_bytes(640):
