@@ -16,6 +16,7 @@ import numpy as onp
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.errors import L2LError
 from l2l_ref.preprocessing import appendix_a, log_and_sign
+from l2l_ref.report import optimizer_label
 
 COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
            "NAG": "tab:purple"}  # fmt: skip
@@ -246,10 +247,11 @@ def plot_search(document: dict, out: Path) -> None:
     paired.legend(fontsize=8)
     run = document["settings"]["run"]
     train = run["train"]
+    trials, (low, high) = document["settings"]["trials"], document["settings"]["meta_lr_range"]
     caption = (
-        f"{run['problem']}, preset {run['preset']}, {train['epochs']} epochs, {train['steps']} "
-        f"steps, {document['settings']['trials']} trials per seed, meta lr "
-        f"{document['settings']['meta_lr_range'][0]:g}–{document['settings']['meta_lr_range'][1]:g}"
+        f"{run['problem']}, preset {run['preset']}, {optimizer_label(run['optimizer'])}, "
+        f"{train['epochs']} epochs, {train['steps']} steps, {trials} trial"
+        f"{'s' if trials > 1 else ''} per seed, meta lr {low:g}–{high:g}"
     )
     figure.suptitle(caption, fontsize=9)
     figure.tight_layout()

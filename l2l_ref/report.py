@@ -102,8 +102,9 @@ def load(paths: list[Path]) -> list[dict]:
                 entries += _search_entries(path, document)
             else:
                 entries.append(_entry(document, document["results"], document["seed"]))
-        except FileNotFoundError:
-            raise ReportError(f"{path}: no such file") from None
+        except FileNotFoundError as error:
+            beside = "" if error.filename == str(path) else f" (the search {path} reads it)"
+            raise ReportError(f"{error.filename}: no such file{beside}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ReportError(
                 f"{path}: not a results or search file of l2l-ref ({error!r})"
@@ -158,13 +159,18 @@ def _entry(document: dict, results: dict, seed: int, search: dict | None = None)
     }
 
 
-def _label(experiment: dict) -> str:
-    settings = experiment["problem"]["settings"]
-    shown = [f"{k} {v}" for k, v in settings.items() if k in ("hidden", "activation", "classes")]
-    optimizer = experiment["optimizer"]
+def optimizer_label(optimizer: dict) -> str:
+    """The learned optimizer of a results or search file in words: "LSTM 20×20 + GAC (2
+    units averaged)"."""
     layers = "×".join(map(str, optimizer["layers"])) or "no LSTM"
     if optimizer.get("architecture", "lstm") == "lstm-gac":
         layers += f" + GAC ({optimizer['gac_units']} units averaged)"
+    return f"LSTM {layers}"
+
+
+def _label(experiment: dict) -> str:
+    settings = experiment["problem"]["settings"]
+    shown = [f"{k} {v}" for k, v in settings.items() if k in ("hidden", "activation", "classes")]
     train, search = experiment["train"], experiment["search"]
     if search:
         low, high = search["meta_lr_range"]
@@ -175,7 +181,8 @@ def _label(experiment: dict) -> str:
         method += f" ({train['meta_lr_schedule']})"
     return ", ".join(
         [experiment["problem"]["name"], *shown, f"preset {experiment['preset']}",
-         f"{experiment['steps']} steps", f"LSTM {layers}", f"{train['epochs']} epochs", method]
+         f"{experiment['steps']} steps", optimizer_label(experiment["optimizer"]),
+         f"{train['epochs']} epochs", method]
     )  # fmt: skip
 
 

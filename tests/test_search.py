@@ -6,6 +6,7 @@ statistics against a hand computation, and bad input."""
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -306,6 +307,15 @@ def test_report_separates_experiments_and_refuses_a_seed_twice(tmp_path):
     ]
     with pytest.raises(report.ReportError, match="a seed is given twice"):
         report.summarize(report.load([a, a]))
+
+
+def test_report_names_the_file_a_search_is_missing(reference, tmp_path):
+    out, _ = reference
+    moved = tmp_path / "search.json"
+    shutil.copy(out / "search.json", moved)  # without the seed folders beside it
+    missing = r"seed-\d/results.json: no such file \(the search"
+    with pytest.raises(report.ReportError, match=missing):
+        report.load([moved])
 
 
 @pytest.mark.parametrize(
