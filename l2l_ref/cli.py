@@ -261,6 +261,12 @@ def build_parser() -> Parser:
     report_cmd.add_argument(
         "results", type=Path, nargs="+", help="results.json or search.json files"
     )
+    report_cmd.add_argument(
+        "--pool-rates",
+        action="store_true",
+        help="count results files that differ only in their meta learning rate as one "
+        "experiment (each seed's selected optimizer, evaluated anew)",
+    )
     report_cmd.add_argument("--json", type=file_path, help="write the report here")
 
     plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
@@ -555,7 +561,7 @@ def search_table(plan: search.Search) -> str:
 
 
 def report_command(args) -> int:
-    claims = report.summarize(report.load(args.results))
+    claims = report.summarize(report.load(args.results, args.pool_rates))
     print(report.render(claims))
     if args.json:
         write_json(args.json, {"claims": claims})

@@ -91,9 +91,12 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def load(paths: list[Path]) -> list[dict]:
+def load(paths: list[Path], pool_rates: bool = False) -> list[dict]:
     """One entry per seed of every file: the experiment it belongs to, its seed, and its
-    comparison results. A search file gives one entry per seed it selected an optimizer for."""
+    comparison results. A search file gives one entry per seed it selected an optimizer for.
+    With pool_rates, results files whose optimizers differ only in their meta learning rate
+    count as one experiment (each seed's optimizer selected by a search, then evaluated anew:
+    at 200 steps, on another net)."""
     entries = []
     for path in paths:
         try:
@@ -101,7 +104,8 @@ def load(paths: list[Path]) -> list[dict]:
             if document.get("format") == "l2l-ref-search":
                 entries += _search_entries(path, document)
             else:
-                entries.append(_entry(document, document["results"], document["seed"]))
+                seed = document["seed"]
+                entries.append(_entry(document, document["results"], seed, pooled=pool_rates))
         except FileNotFoundError as error:
             beside = "" if error.filename == str(path) else f" (the search {path} reads it)"
             raise ReportError(f"{error.filename}: no such file{beside}") from None
@@ -123,11 +127,13 @@ def _search_entries(path: Path, document: dict) -> list[dict]:
     return entries
 
 
-def _entry(document: dict, results: dict, seed: int, search: dict | None = None) -> dict:
+def _entry(
+    document: dict, results: dict, seed: int, search: dict | None = None, pooled: bool = False
+) -> dict:
     """The experiment of a results document (what a claim is about: the problem, and how the
     optimizer was made, every setting but the seed), and its numbers."""
     train = {k: v for k, v in document["train"].items() if k not in ("seed", "trial")}
-    if search:  # each seed's rate was drawn and selected: the range is the method
+    if search or pooled:  # each seed's rate was drawn and selected: the range is the method
         train.pop("meta_lr")
     experiment = {
         "problem": document["problem"],
@@ -136,7 +142,7 @@ def _entry(document: dict, results: dict, seed: int, search: dict | None = None)
         "steps": document["steps"],
         "train": train,
         "search": search,
-    }
+    } | ({"pooled": True} if pooled and not search else {})
     lstm = results["LSTM"]
     baselines = {}
     for name, entry in results.items():
@@ -175,6 +181,8 @@ def _label(experiment: dict) -> str:
     if search:
         low, high = search["meta_lr_range"]
         method = f"search of {search['trials']} trials, meta-lr {low:g}–{high:g}"
+    elif experiment.get("pooled"):
+        method = "meta-lr per seed (pooled)"
     else:
         method = f"meta-lr {train['meta_lr']:g}"
     if train.get("meta_lr_schedule", "constant") != "constant":

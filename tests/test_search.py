@@ -309,6 +309,21 @@ def test_report_separates_experiments_and_refuses_a_seed_twice(tmp_path):
         report.summarize(report.load([a, a]))
 
 
+def test_pooled_rates_make_one_experiment_of_each_seeds_own_optimizer(tmp_path):
+    files = []
+    for seed, rate in ((0, 0.08), (1, 0.11)):
+        path = results_file(tmp_path, seed, [1.0, 2.0], {"Adam": [1.5, 2.5]})
+        document = json.loads(path.read_text())
+        document["train"]["meta_lr"] = rate
+        path.write_text(json.dumps(document))
+        files.append(path)
+    assert len(report.summarize(report.load(files))) == 2  # two rates: two experiments
+    (claim,) = report.summarize(report.load(files, pool_rates=True))
+    assert claim["seeds"] == [0, 1] and "pooled" in claim["label"]
+    other = results_file(tmp_path, 2, [1.0, 2.0], {"Adam": [1.5, 2.5]}, epochs=20)
+    assert len(report.summarize(report.load([*files, other], pool_rates=True))) == 2
+
+
 def test_report_names_the_file_a_search_is_missing(reference, tmp_path):
     out, _ = reference
     moved = tmp_path / "search.json"
