@@ -528,7 +528,7 @@ def search_command(args) -> int:
     )
     bar = progress_bar(len(plan.plan), "trial", len(plan.plan) - len(plan.pending()))
     try:
-        search.run_trials(plan, executor, bar)
+        search.run_trials(plan, executor, bar, keep_state=not args.scheduler)
     finally:
         bar.close()
     search.evaluate_selected(plan, executor)

@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref import checkpoint, run
+from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import write_json
 from l2l_ref.errors import ConfigError, L2LError
+from l2l_ref.folder import STATE, load_state, restore, save_state
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
 from l2l_ref.optimizer import is_shape, network_shapes
 from l2l_ref.run import RunSpec
@@ -68,14 +70,31 @@ def draw_trials(seeds: list[int], trials: int, low: float, high: float) -> list[
     return plan
 
 
-def run_trial(spec: dict) -> dict:
+def run_trial(spec: dict, state_folder: str | None = None) -> dict:
     """Meta-train one trial (in a worker): φ as host arrays and the training document. A trial
-    whose meta-loss overflows keeps the best φ it validated before, and says so."""
+    whose meta-loss overflows keeps the best φ it validated before, and says so.
+
+    With a state folder (a local pool: the worker sees the search folder), the trial saves
+    its training state there after every epoch, as `train` does, and goes on from a state it
+    finds there, so that a stopped search continues a trial where it stopped, to the same bits.
+    """
     spec = RunSpec.from_dict(spec)
     problem = spec.make_problem()
     start, diverged = time.perf_counter(), None
+    state, on_state = None, None
+    if state_folder is not None:
+        place = Path(state_folder)
+        place.mkdir(parents=True, exist_ok=True)
+        to_device, to_host = spec.transfers(spec.trained_in)
+        try:
+            saved, parts, metadata = load_state(place)
+            if saved == spec:  # a state of another search's trial is not this trial's
+                state = restore(parts, metadata, to_device)
+        except CheckpointError:  # none, or not one this version reads: start over
+            pass
+        on_state = lambda new: save_state(place, new, spec, to_host)  # noqa: E731
     try:
-        result = run.train(spec, problem)
+        result = run.train(spec, problem, state=state, on_state=on_state)
     except NonFiniteMetaLoss as error:
         result, diverged = error.result, str(error)
     _, to_host = spec.transfers()
@@ -201,6 +220,7 @@ class Search:
             spec.optimizer, metadata,
         )  # fmt: skip
         write_json(folder / "results.json", document)
+        (folder / STATE).unlink(missing_ok=True)  # a finished trial is never resumed
         self.record["trials"][trial.folder] = {
             **asdict(trial), "status": "done", "best_validation": document["best_validation"],
             "best_epoch": document["best_epoch"], "seconds": outcome["seconds"],
@@ -240,17 +260,22 @@ def worker_died(error: BaseException) -> bool:
     return isinstance(error, BrokenProcessPool)
 
 
-def run_trials(search: Search, executor: Callable, progress) -> None:
+def run_trials(search: Search, executor: Callable, progress, keep_state: bool = False) -> None:
     """Run every pending trial on executors made by `executor()` (each a pair: the executor,
     and what closes it), writing each trial as it finishes. A trial whose worker process died
     runs again on a fresh executor, up to ATTEMPTS times; one that still fails, or fails by
     itself, is recorded as failed by name. (Dask reschedules a task whose worker died by
-    itself, and reports it as failed after its own number of attempts.)"""
+    itself, and reports it as failed after its own number of attempts.) With keep_state (the
+    workers share this machine's files), each trial keeps its training state in its folder
+    and a stopped trial goes on from it."""
     attempts = dict.fromkeys(search.pending(), 0)
+    place = lambda t: str(search.out / t.folder) if keep_state else None  # noqa: E731
     while attempts:
         pool, close = executor()
         try:
-            futures = {pool.submit(run_trial, search.spec(t).as_dict()): t for t in attempts}
+            futures = {
+                pool.submit(run_trial, search.spec(t).as_dict(), place(t)): t for t in attempts
+            }
             for future in as_completed(futures):
                 trial = futures[future]
                 attempts[trial] += 1

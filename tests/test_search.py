@@ -204,6 +204,32 @@ def test_a_worker_killed_during_a_trial_runs_it_again(reference, tmp_path):
     assert without_times(record) == without_times(clean)
 
 
+def test_a_trial_stopped_midway_goes_on_from_its_state_to_the_same_bits(tmp_path, monkeypatch):
+    spec = RunSpec.from_preset(**{**SMALL, "epochs": 6}).replace(seed=0, trial=1, meta_lr=0.1)
+    clean = search.run_trial(spec.as_dict())
+    saves, save = [], search.save_state
+
+    def stopped_after_three(place, state, *rest):
+        save(place, state, *rest)
+        saves.append(state.epoch)
+        if len(saves) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "save_state", stopped_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        search.run_trial(spec.as_dict(), str(tmp_path))
+    monkeypatch.setattr(search, "save_state", save)
+    starts, train = [], search.run.train
+    monkeypatch.setattr(
+        search.run, "train", lambda *a, **k: starts.append(k["state"].epoch) or train(*a, **k)
+    )
+    resumed = search.run_trial(spec.as_dict(), str(tmp_path))
+    assert starts == [saves[-1]] and 0 < saves[-1] < 6  # went on from the third state
+    assert resumed["document"] == clean["document"]
+    for key, value in clean["phi"].items():
+        assert np.array_equal(resumed["phi"][key], value)
+
+
 def test_a_trial_gives_the_same_bits_whatever_blas_threads_its_worker_has():
     """A float32 meta-step's products cross OpenBLAS's threading threshold, and their last bits
     depend on the thread count: a run fixes its own (blocks.one_blas_thread)."""
