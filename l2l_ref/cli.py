@@ -640,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     a read-only folder); 128 + the signal's number when stopped (130 for Ctrl-C)."""
     entry = {signum: signal.getsignal(signum) for signum in STOPPING}
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
+        if entry[signum] != signal.SIG_IGN:  # ignored on entry (nohup): that choice stands
+            signal.signal(signum, stop)
     warnings.showwarning = one_line_warning
     try:
         args = build_parser().parse_args(argv)

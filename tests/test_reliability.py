@@ -35,10 +35,22 @@ def l2l(*args, cwd=None, timeout=300):
     )  # fmt: skip
 
 
-def start(*args):
+def dispositions(ignored=()):
+    """The child's signals as a terminal's foreground job has them, whatever this test process
+    inherited (a shell's background job ignores SIGINT; nohup ignores SIGHUP), but `ignored`."""
+
+    def reset():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+
+    return reset
+
+
+def start(*args, ignored=()):
     return subprocess.Popen(
         [sys.executable, "-m", "l2l_ref.cli", *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=dispositions(ignored),
     )  # fmt: skip
 
 
@@ -154,6 +166,18 @@ def test_signals_stop_like_ctrl_c(signum, tmp_path):
     )
     assert "Traceback" not in stderr and not list(out.glob(".*.tmp"))
     assert (out / "checkpoint.npz").exists() and (out / folder.STATE).exists()
+
+
+def test_a_run_under_nohup_is_not_stopped_by_sighup(tmp_path):
+    out = tmp_path / "run"
+    process = start("train", *SMALL, "--epochs", "30", "--out", out, ignored=(signal.SIGHUP,))
+    deadline = time.time() + 60
+    while not (out / folder.STATE).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGHUP)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert (out / "results.json").exists()
 
 
 SIGNAL_AGAIN_DURING_CLEANUP = """
