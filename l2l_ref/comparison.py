@@ -15,7 +15,7 @@ import numpy as onp
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.errors import ConfigError
-from l2l_ref.meta_train import rng_for, run_optimizer
+from l2l_ref.meta_train import assign_networks, rng_for, run_optimizer
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
 
@@ -46,6 +46,23 @@ def paired_difference(baseline_final: onp.ndarray, lstm_final: onp.ndarray) -> d
     return {"mean": mean, "stderr": stderr, "lstm_lower_on": int((difference > 0).sum())}
 
 
+def serving_networks(
+    groups: dict, tensors: list, problem: Problem, config: OptimizerConfig, phi: dict
+) -> dict:
+    """Which of φ's networks serves each tensor of the optimizee evaluated: the saved
+    assignment where it names the tensor, the training rule (assign_networks) for the tensors
+    of another net (--hidden 20,20 adds W2 and b2)."""
+    served = {n: groups[n] for n in tensors if n in groups}
+    served |= assign_networks([n for n in tensors if n not in groups], problem, config)
+    missing = sorted({network for network in served.values() if network not in phi})
+    if missing:
+        raise ConfigError(
+            f"this optimizee needs optimizer network(s) {', '.join(missing)}, which the "
+            f"checkpoint does not have (it has {', '.join(sorted(phi))})"
+        )
+    return served
+
+
 def evaluate(
     problem: Problem,
     phi: dict,
@@ -71,6 +88,7 @@ def evaluate(
         for _ in range(validation_problems)
     ]
     test = [checked_sample(problem, test_rng, to_device, "test") for _ in range(test_problems)]
+    groups = serving_networks(groups, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
         lstm = onp.stack(
             [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in test]

@@ -150,6 +150,8 @@ def plot_training(documents: list[dict], out: Path) -> None:
         validation.plot(epochs, losses, marker="o", ms=3, label=label)
     meta.set(yscale="log", xlabel="epoch", ylabel="mean meta-loss of the epoch's unrolls")
     validation.set(yscale="log", xlabel="epoch", ylabel="mean final validation loss")
+    label_log_axis(meta.yaxis)
+    label_log_axis(validation.yaxis)
     validation.legend(fontsize=8)
     save(figure, out)
     plt.close(figure)

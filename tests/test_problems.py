@@ -184,6 +184,11 @@ def test_meta_train_and_evaluate_on_fashion_mnist(tmp_path, capsys):
     assert evaluated["problem"]["settings"]["hidden"] == [40]
     assert len(evaluated["results"]["LSTM"]["mean_loss"]) == 21
     assert "hidden=[40], activation=relu" in evaluated["settings"]
+    # and on a net with tensors the optimizer never saw (W2, b2): served as in training
+    deeper = tmp_path / "deeper.json"
+    assert main(["evaluate", str(out / "checkpoint.npz"), "--hidden", "5,5", "--steps", "5",
+                 "--json", str(deeper), *sizes]) == 0  # fmt: skip
+    assert np.isfinite(json.loads(deeper.read_text())["results"]["LSTM"]["final_mean"])
     # and the figure of it
     figure = tmp_path / "general.png"
     assert main(["plot", str(out / "results.json"), str(path), "-o", str(figure)]) == 0
@@ -212,3 +217,16 @@ def test_plot_refuses_what_is_not_a_results_file(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
     assert main(["plot", str(Path(tmp_path, "missing.json")), "-o", str(tmp_path / "x.png")]) == 2
+
+
+def test_a_tensor_that_needs_a_network_the_checkpoint_lacks_is_one_error():
+    from l2l_ref.comparison import serving_networks
+    from l2l_ref.errors import L2LError
+    from l2l_ref.problems import Problem
+
+    conv = Problem("conv-like", {}, sample=None, groups={"conv1_W": "conv"})
+    config, phi = OptimizerConfig(), {"all": {}}
+    served = serving_networks({"W0": "all"}, ["W0", "b2"], conv, config, phi)
+    assert served == {"W0": "all", "b2": "all"}  # b2: not saved, the family's group
+    with pytest.raises(L2LError, match=r"needs optimizer network.* conv, which the checkpoint"):
+        serving_networks({"W0": "all"}, ["W0", "conv1_W"], conv, config, phi)
