@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import os
 import platform
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -82,12 +81,17 @@ class _FloatEnvironment(ctypes.Structure):
 
 
 _FLUSH_TO_ZERO, _DENORMALS_ARE_ZERO = 1 << 15, 1 << 6
-_flushing = threading.local()
+_FLUSH_BITS = _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO
 
 
 def _flushed() -> bool:
-    """Whether subnormals_flushed is on in this thread."""
-    return getattr(_flushing, "on", False)
+    """Whether this thread flushes subnormals now (read from its MXCSR)."""
+    libm = _libm()
+    if libm is None:
+        return False
+    environment = _FloatEnvironment()
+    libm.fegetenv(ctypes.byref(environment))
+    return environment.mxcsr & _FLUSH_BITS == _FLUSH_BITS
 
 
 @cache
@@ -111,17 +115,14 @@ def subnormal_mode(flush: bool) -> Iterator[None]:
         return
     environment = _FloatEnvironment()
     libm.fegetenv(ctypes.byref(environment))
-    saved, was = environment.mxcsr, _flushed()
-    bits = _FLUSH_TO_ZERO | _DENORMALS_ARE_ZERO
-    environment.mxcsr = saved | bits if flush else saved & ~bits
+    saved = environment.mxcsr
+    environment.mxcsr = saved | _FLUSH_BITS if flush else saved & ~_FLUSH_BITS
     libm.fesetenv(ctypes.byref(environment))
-    _flushing.on = flush
     try:
         yield
     finally:
         environment.mxcsr = saved
         libm.fesetenv(ctypes.byref(environment))
-        _flushing.on = was
 
 
 def subnormals_flushed(enabled: bool = True) -> contextlib.AbstractContextManager:

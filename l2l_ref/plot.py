@@ -249,11 +249,11 @@ def plot_search(document: dict, out: Path) -> None:
     paired.legend(fontsize=8)
     run = document["settings"]["run"]
     train = run["train"]
-    trials, (low, high) = document["settings"]["trials"], document["settings"]["meta_lr_range"]
+    count, (low, high) = document["settings"]["trials"], document["settings"]["meta_lr_range"]
     caption = (
         f"{run['problem']}, preset {run['preset']}, {optimizer_label(run['optimizer'])}, "
-        f"{train['epochs']} epochs, {train['steps']} steps, {trials} trial"
-        f"{'s' if trials > 1 else ''} per seed, meta lr {low:g}–{high:g}"
+        f"{train['epochs']} epochs, {train['steps']} steps, {count} trial"
+        f"{'s' if count > 1 else ''} per seed, meta lr {low:g}–{high:g}"
     )
     figure.suptitle(caption, fontsize=9)
     figure.tight_layout()
