@@ -156,7 +156,9 @@ def test_signals_stop_like_ctrl_c(signum, tmp_path):
     out = tmp_path / "run"
     process = start("train", *SMALL, "--epochs", "400", "--out", out)
     deadline = time.time() + 60
-    while not (out / folder.STATE).exists() and time.time() < deadline:
+    # epoch 0 writes the state, then the checkpoint: wait for both (a busy machine showed it)
+    saved = (out / folder.STATE, out / "checkpoint.npz")
+    while not all(path.exists() for path in saved) and time.time() < deadline:
         time.sleep(0.1)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
