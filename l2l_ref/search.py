@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -273,9 +273,14 @@ def run_trials(search: Search, executor: Callable, progress, keep_state: bool = 
     while attempts:
         pool, close = executor()
         try:
-            futures = {
-                pool.submit(run_trial, search.spec(t).as_dict(), place(t)): t for t in attempts
-            }
+            futures = {}
+            for t in attempts:
+                try:
+                    future = pool.submit(run_trial, search.spec(t).as_dict(), place(t))
+                except Exception as error:  # e.g. a worker died while trials were submitted
+                    future = Future()
+                    future.set_exception(error)
+                futures[future] = t
             for future in as_completed(futures):
                 trial = futures[future]
                 attempts[trial] += 1

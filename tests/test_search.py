@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,31 @@ def test_a_worker_killed_during_a_trial_runs_it_again(reference, tmp_path):
     assert all(t["status"] == "done" for t in record["trials"].values())
     clean = run_search(tmp_path / "clean", lambda: search.local_pool(2), base=base)
     assert without_times(record) == without_times(clean)
+
+
+def test_an_executor_that_breaks_while_trials_are_submitted_is_replaced(reference, tmp_path):
+    """The pool breaks after taking one trial (a worker died before the others were submitted,
+    as seen on a fast machine): every trial still runs, to the same record."""
+    made = []
+
+    def executor():
+        pool, close = search.local_pool(2)
+        if not made:
+            submit, taken = pool.submit, []
+
+            def breaking(*args):
+                if taken:
+                    raise BrokenProcessPool("a child process terminated abruptly")
+                taken.append(submit(*args))
+                return taken[-1]
+
+            pool.submit = breaking
+        made.append(pool)
+        return pool, close
+
+    record = run_search(tmp_path, executor)
+    assert len(made) == 3  # the first pool, its replacement, and the evaluation's
+    assert without_times(record) == without_times(reference[1])
 
 
 def test_a_trial_stopped_midway_goes_on_from_its_state_to_the_same_bits(tmp_path, monkeypatch):
