@@ -28,6 +28,7 @@ def unroll(
     length: int,
     groups: dict,
     config: OptimizerConfig,
+    *,
     second_order: bool = False,
     on_step: Callable | None = None,
 ) -> tuple:
@@ -72,6 +73,7 @@ def meta_gradient(
     weights: Sequence[float],
     groups: dict,
     config: OptimizerConfig,
+    *,
     second_order: bool = False,
     on_step: Callable | None = None,
 ) -> tuple:
@@ -91,8 +93,8 @@ def meta_gradient(
             len(weights) - 1,
             groups,
             config,
-            second_order,
-            on_step,
+            second_order=second_order,
+            on_step=on_step,
         )
         L = meta_loss(losses, weights)
         return L, (getval(L), tree_map(getval, (theta_end, hidden_end)))

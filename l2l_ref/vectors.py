@@ -447,7 +447,7 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
     for k in range(case.unrolls):
         phi_grad, L, theta, hidden = meta_gradient(
             phi, theta, hidden, instance, k * case.unroll, case.weights, groups,
-            case.optimizer, case.second_order, record,
+            case.optimizer, second_order=case.second_order, on_step=record,
         )  # fmt: skip
         phi, adam = adam_update(phi, phi_grad, adam, case.meta_lr, **ADAM)
         add("meta_loss", L)

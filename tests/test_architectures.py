@@ -146,7 +146,8 @@ def test_meta_gradient_matches_central_differences(architecture, second_order, c
 
     def meta_loss(phi):
         if second_order:
-            losses, *_ = unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config, True)
+            losses, *_ = unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config,
+                                 second_order=True)  # fmt: skip
         else:
             frozen = iter(recorded)
             losses = [instance.loss(instance.theta0, 0)]
@@ -160,8 +161,9 @@ def test_meta_gradient_matches_central_differences(architecture, second_order, c
     direction = tree_map(lambda p: np.random.default_rng(seed).standard_normal(p.shape), phi)
     fd = directional_fd(meta_loss, phi, direction)
     grad, *_ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, weights, groups, config, second_order
-    )
+        phi, instance.theta0, hidden, instance, 0, weights, groups, config,
+        second_order=second_order,
+    )  # fmt: skip
     assert_close_directional(inner(grad, direction), fd)
 
 

@@ -27,8 +27,9 @@ def project_gradient(phi, groups, problem, config, weights, second_order=False):
     instance = problem.instance()
     hidden = start_hidden(instance.theta0, config)
     grad, L, _, _ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, weights, groups, config, second_order
-    )
+        phi, instance.theta0, hidden, instance, 0, weights, groups, config,
+        second_order=second_order,
+    )  # fmt: skip
     return grad, L
 
 
