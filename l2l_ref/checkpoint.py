@@ -9,11 +9,14 @@ temporary name in the same folder and renamed, so a crash never leaves half a fi
 import io
 import json
 import os
+import secrets
 import signal
-import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as onp
 
@@ -35,33 +38,39 @@ _UNFINISHED: set[str] = set()
 _STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
+@contextmanager
+def temporary_file(place: Path, prefix: str) -> Iterator[tuple[str, BinaryIO]]:
+    """A new file PLACE/PREFIX.<random>.tmp, open for writing, removed when the block ends and
+    on the program's way out, however it stops: its name is registered before the file
+    exists, so no moment of an interruption leaves one behind (a kill -9 can, and the next
+    run on the folder removes it)."""
+    tmp = str(Path(place) / f"{prefix}.{secrets.token_hex(6)}.tmp")
+    _UNFINISHED.add(tmp)
+    try:
+        # mode 0666 less the umask: the mode a plain write would give
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            yield tmp, f
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # gone already when it was renamed
+        _UNFINISHED.discard(tmp)
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` by `data` in one rename: readers see the old file or the new one. Ctrl-C,
-    SIGTERM and SIGHUP wait until the write is done or undone (a kill -9 can still leave a
-    temporary file, which the next run on the folder removes)."""
+    SIGTERM and SIGHUP are held while this thread writes; one that another thread receives
+    can still stop the write, which is then undone (the temporary file removed)."""
     path = Path(path)
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        _UNFINISHED.add(tmp)
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from the group
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is
+    try:  # blocked inside the try, so that the finally restores it
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+        with temporary_file(path.parent, f".{path.name}") as (tmp, f):
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
             os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)  # gone already when the rename succeeded
-            _UNFINISHED.discard(tmp)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def remove_unfinished() -> None:

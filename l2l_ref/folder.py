@@ -16,13 +16,19 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as onp
 
-from l2l_ref.checkpoint import CheckpointError, npz_bytes, read_npz, read_phi, write_atomically
+from l2l_ref.checkpoint import (
+    CheckpointError,
+    npz_bytes,
+    read_npz,
+    read_phi,
+    temporary_file,
+    write_atomically,
+)
 from l2l_ref.errors import L2LError
 from l2l_ref.meta_train import TrainResult, TrainState
 from l2l_ref.run import RunSpec
@@ -64,9 +70,8 @@ def check_writable(place: Path) -> None:
     work, rather than after."""
     place = Path(place)
     place.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=place, prefix=".probe.", suffix=".tmp")
-    os.close(fd)
-    os.unlink(probe)
+    with temporary_file(place, ".probe"):
+        pass
 
 
 def save_state(folder: Path, state: TrainState, spec: RunSpec, to_host) -> None:

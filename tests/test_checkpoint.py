@@ -1,9 +1,12 @@
 """Checkpoints: a round trip keeps φ bit for bit; anything else is refused with a reason."""
 
 import io
+import itertools
 import json
 import os
+import signal
 import stat
+import sys
 import zipfile
 
 import numpy as np
@@ -120,6 +123,51 @@ def test_files_get_the_mode_a_plain_write_would(tmp_path):
         os.umask(mask)
     modes = {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("atomic", "plain")}
     assert modes == {0o640}
+
+
+def interrupted_at_line(k: int):
+    """A tracer that raises KeyboardInterrupt at the k-th line that checkpoint.py runs, as a
+    signal's Python handler would, which runs between any two lines."""
+    seen = [0]
+
+    def local(frame, event, arg):
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == k:
+                raise KeyboardInterrupt
+        return local
+
+    def calls(frame, event, arg):
+        return local if frame.f_code.co_filename == checkpoint.__file__ else None
+
+    return calls
+
+
+def test_an_interruption_at_any_line_of_a_write_leaves_the_old_or_the_new_file(tmp_path):
+    """Stopped at each line of write_atomically in turn (the Python handler of a signal that
+    another thread received runs wherever the main thread is), then cleaned up as on the
+    program's way out: no temporary file is left, and the file is whole."""
+    path, mask = tmp_path / "file", signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    for k in itertools.count(1):
+        path.write_bytes(b"old")
+        sys.settrace(interrupted_at_line(k))
+        try:
+            checkpoint.write_atomically(path, b"new")
+        except KeyboardInterrupt:
+            finished = False
+        else:
+            finished = True
+        finally:
+            sys.settrace(None)
+            # stopped on the line that restores the signal mask, the signals stay held (the
+            # program is ending then); this process's children must not inherit that
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        checkpoint.remove_unfinished()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], k
+        assert path.read_bytes() in (b"old", b"new")
+        if finished:
+            assert path.read_bytes() == b"new" and k > 10
+            break
 
 
 def test_failed_write_keeps_the_previous_file(saved, monkeypatch):

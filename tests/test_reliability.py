@@ -40,7 +40,9 @@ def dispositions(ignored=()):
     inherited (a shell's background job ignores SIGINT; nohup ignores SIGHUP), but `ignored`."""
 
     def reset():
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
+        for signum in stopping:
             signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
 
     return reset
