@@ -12,9 +12,11 @@ from autograd import grad
 
 from l2l_ref import datasets
 from l2l_ref.cli import main
+from l2l_ref.comparison import serving_networks
+from l2l_ref.errors import L2LError
 from l2l_ref.meta_train import TrainConfig, meta_train
 from l2l_ref.optimizer import OptimizerConfig
-from l2l_ref.problems import batch_norm, conv2d, conv_net, max_pool, mlp
+from l2l_ref.problems import Problem, batch_norm, conv2d, conv_net, max_pool, mlp
 from tests.vectors_candidate import MLP, ConvNet
 
 HOST = np.asarray
@@ -220,10 +222,6 @@ def test_plot_refuses_what_is_not_a_results_file(tmp_path, capsys):
 
 
 def test_a_tensor_that_needs_a_network_the_checkpoint_lacks_is_one_error():
-    from l2l_ref.comparison import serving_networks
-    from l2l_ref.errors import L2LError
-    from l2l_ref.problems import Problem
-
     conv = Problem("conv-like", {}, sample=None, groups={"conv1_W": "conv"})
     config, phi = OptimizerConfig(), {"all": {}}
     served = serving_networks({"W0": "all"}, ["W0", "b2"], conv, config, phi)
