@@ -103,13 +103,14 @@ def one_meta_step(
 
 def setup_step(s: Setup, dtype: str):
     """The meta-step closure of a prepared Setup."""
-    state = adam_init(s.phi)
+    state, workspace = adam_init(s.phi), {}
 
     def step():
         with subnormals_flushed(dtype == "float32"), one_blas_thread():
             return train_epoch(
-                s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host
-            )
+                s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host,
+                workspace=workspace,
+            )  # fmt: skip
 
     return step
 

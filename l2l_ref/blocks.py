@@ -1,8 +1,8 @@
-"""Row blocks: how the fused LSTM cell spreads its work over the host's cores.
+"""Coordinate blocks: how the fused LSTM cell spreads its work over the host's cores.
 
-The coordinatewise LSTM treats every coordinate as an independent row. On the host, the fused
-cell works through its rows in blocks of about BLOCK_BYTES: a block's temporaries stay in the CPU's
-cache, and blocks run on a thread pool, since NumPy releases the GIL inside its loops. Each
+The coordinatewise LSTM treats every coordinate independently. On the host, the fused cell
+works through the coordinates in blocks of about BLOCK_BYTES: a block's temporaries stay in the
+CPU's cache, and blocks run on a thread pool, since NumPy releases the GIL inside its loops. Each
 worker limits BLAS to one thread for itself (OpenBLAS's and MKL's thread-local setting), so
 that the workers' small matrix products do not fight over the cores; the caller's own BLAS
 calls keep their threads (some OpenBLAS builds apply the "thread-local" setting to the whole
@@ -42,13 +42,13 @@ _BLAS_GET_THREADS = (
 )  # fmt: skip
 
 
-def row_blocks(array, row_bytes: int) -> list[slice]:
-    """The rows of a host array cut into slices of (nearly) equal size, each about BLOCK_BYTES
-    of the widest array the work reads (`row_bytes` per row); one slice for a device array."""
-    n = array.shape[0]
-    if type(array) is not onp.ndarray:
+def coordinate_blocks(n: int, bytes_per_coordinate: int, like) -> list[slice]:
+    """Coordinates 0 … n−1 cut into slices of (nearly) equal size, each about BLOCK_BYTES of
+    the widest array the work writes (`bytes_per_coordinate` each); one slice where `like` is a
+    device array."""
+    if type(like) is not onp.ndarray:
         return [slice(0, n)]
-    count = -(-n * row_bytes // BLOCK_BYTES)
+    count = max(-(-n * bytes_per_coordinate // BLOCK_BYTES), 1)
     bounds = [n * k // count for k in range(count + 1)]
     return [slice(a, b) for a, b in pairwise(bounds)]
 

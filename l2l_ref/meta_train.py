@@ -112,12 +112,15 @@ def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> 
     }
 
 
-def meta_gradient_function(opt_config: OptimizerConfig, second_order: bool) -> Callable:
+def meta_gradient_function(
+    opt_config: OptimizerConfig, second_order: bool, workspace: dict | None = None
+) -> Callable:
     """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
-    hand-written first-order backward pass (l2l_ref.fused) where the architecture has one and
-    the cell is the fused one, else the traced definition (unroll.meta_gradient)."""
+    hand-written first-order backward pass (l2l_ref.fused, keeping its tapes in `workspace`)
+    where the architecture has one and the cell is the fused one, else the traced definition
+    (unroll.meta_gradient)."""
     if opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order:
-        return fused_meta_gradient
+        return partial(fused_meta_gradient, workspace=workspace)
     return partial(meta_gradient, second_order=second_order)
 
 
@@ -130,14 +133,16 @@ def train_epoch(
     config: TrainConfig,
     to_host: Callable,
     epoch: int = 1,
+    workspace: dict | None = None,
 ) -> tuple:
     """One optimizee run of config.steps steps, one meta-Adam step per unroll.
 
-    Returns φ, the Adam state, the meta-loss of each unroll and the final θ.
+    Returns φ, the Adam state, the meta-loss of each unroll and the final θ. `workspace`: a
+    dict kept from one call to the next, where the fused backward pass keeps its tapes.
     """
     theta, hidden = instance.theta0, start_hidden(instance.theta0, opt_config)
     weights, losses = config.unroll_weights(), []
-    gradient = meta_gradient_function(opt_config, config.second_order)
+    gradient = meta_gradient_function(opt_config, config.second_order, workspace)
     # overflow is caught below, by the check of every unroll's meta-loss
     with onp.errstate(all="ignore"):
         for k in range(config.steps // config.unroll):
@@ -245,11 +250,12 @@ def meta_train(
     else:
         train_rng.bit_generator.state = state.train_rng
     phi, adam_state, best = state.phi, state.adam, state.result
+    workspace = {}
     for epoch in range(state.epoch + 1, config.epochs + 1):
         instance = problem.sample(train_rng, to_device)
         try:
             phi, adam_state, losses, _ = train_epoch(
-                phi, adam_state, instance, groups, opt_config, config, to_host, epoch
+                phi, adam_state, instance, groups, opt_config, config, to_host, epoch, workspace
             )
         except NonFiniteMetaLoss as error:
             error.result = best  # what training had found until then

@@ -18,12 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2l_ref import blocks
-from l2l_ref.architectures.lstm import cell_backward, cell_forward, lstm_cell
+from l2l_ref.architectures.lstm import lstm_cell, rows_backward, rows_forward
 from l2l_ref.backends import numpy_backend
 from l2l_ref.fused import fused_meta_gradient
+from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient
 from tests import strict_array
+from tests.numpy_reference import coupled_quadratic
 from tests.strategies import setups
 
 
@@ -59,8 +61,8 @@ def test_cell_kernels_match_the_traced_cell_over_many_blocks(dtype, rtol, n_in):
     h_expected, (_, c_expected) = lstm_cell({"W": W, "b": b}, x, (h, c))
     expected = {name: grad(pairing, k)(W, b, x, h, c) for k, name in enumerate("Wbxhc")}
     with block_bytes(4096):  # ~ 60 blocks, on the pool
-        h_new, c_new, gates, tanh_c = cell_forward(W, b, x, h, c)
-        found = cell_backward(W, x, h, c, gates, tanh_c, grad_h, grad_c, set("Wbxhc"))
+        h_new, c_new, tape = rows_forward(W, b, x, h, c)
+        found = rows_backward(W, tape, grad_h, grad_c, set("Wbxhc"))
     np.testing.assert_allclose(h_new, h_expected, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(c_new, c_expected, rtol=rtol, atol=rtol)
     for name, value in expected.items():
@@ -76,10 +78,9 @@ def test_results_do_not_depend_on_the_threads():
     results = []
     for threads in (True, False):
         with block_bytes(8192, threads):
-            out = cell_forward(W, b, x, h, c)
-            results.append(
-                (*out, *cell_backward(W, x, h, c, *out[2:], grad_h, grad_c, set("Wbxhc")).values())
-            )
+            h_new, c_new, tape = rows_forward(W, b, x, h, c)
+            grads = rows_backward(W, tape, grad_h, grad_c, set("Wbxhc"))
+            results.append((h_new, c_new, *tape, *grads.values()))
     for pooled, inline in zip(*results, strict=True):
         assert np.array_equal(pooled, inline)
 
@@ -96,7 +97,7 @@ def test_the_callers_blas_keeps_its_threads():
     try:
         for _ in range(2):
             with block_bytes(8192):
-                cell_forward(*random_cell(rng, 3000, 2, 20, "float64"))
+                rows_forward(*random_cell(rng, 3000, 2, 20, "float64"))
             assert blocks.blas_threads() == 2
     finally:
         blocks.set_blas_threads(before)
@@ -141,16 +142,16 @@ def test_only_float32_meta_training_flushes_subnormals(train_dtype, flushed, mon
     assert seen[0] is flushed
 
 
-def test_row_blocks_cover_every_row_once_in_near_equal_blocks():
+def test_blocks_cover_every_coordinate_once_in_near_equal_blocks():
     for n in (1, 7, 1000, 4097):
         with block_bytes(640):
-            cuts = blocks.row_blocks(np.zeros((n, 3)), 64)
+            cuts = blocks.coordinate_blocks(n, 64, np.zeros(n))
         rows = np.concatenate([np.arange(n)[cut] for cut in cuts])
         assert np.array_equal(rows, np.arange(n))
         sizes = [cut.stop - cut.start for cut in cuts]
         assert max(sizes) - min(sizes) <= 1 and max(sizes) <= 10
-    device = strict_array.asarray(np.zeros((4097, 3)), "float64")
-    assert blocks.row_blocks(device, 64) == [slice(0, 4097)]  # the GPU takes all rows at once
+    device = strict_array.asarray(np.zeros(4097), "float64")
+    assert blocks.coordinate_blocks(4097, 64, device) == [slice(0, 4097)]  # the GPU: all at once
 
 
 def random_hidden(rng, theta, config, to_device):
@@ -212,3 +213,50 @@ def test_fused_meta_gradient_leaves_its_inputs_alone(case):
     assert before.keys() == after.keys()
     for key, value in before.items():
         assert np.array_equal(after[key], value), key
+
+
+@settings(max_examples=30, deadline=None)
+@given(case=setups(architectures=("lstm",)), seed=st.integers(0, 2**32 - 1))
+def test_a_reused_workspace_changes_no_bit_and_shares_no_memory(case, seed):
+    """Training keeps the tapes between unrolls (fused_meta_gradient's workspace): an unroll
+    on a workspace another unroll used gives the bits of one on fresh memory, and nothing it
+    returns is a view of the workspace, which the next unroll overwrites."""
+    phi, groups, problem, config, weights = case
+    instance = problem.instance()
+    rng = np.random.default_rng(seed)
+    first, second = (random_hidden(rng, instance.theta0, config, np.asarray) for _ in range(2))
+    args = lambda hidden: (phi, instance.theta0, hidden, instance, 0, weights, groups, config)  # noqa: E731
+    fresh = flatten(fused_meta_gradient(*args(first)))
+    workspace = {}
+    fused_meta_gradient(*args(second), workspace=workspace)
+    reused = flatten(fused_meta_gradient(*args(first), workspace=workspace))
+    for tapes in workspace.values():
+        for entry in (entry for tape in tapes for entry in tape):
+            for array in entry.values():
+                array.fill(np.nan)
+    assert fresh.keys() == reused.keys()
+    for key, value in fresh.items():
+        assert np.array_equal(reused[key], value), key
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_fused_meta_gradient_is_the_same_bits_on_the_pool_and_in_one_thread(dtype):
+    """Blocks depend on the sizes only and their shares are added in block order."""
+    rng = np.random.default_rng(1)
+    config = OptimizerConfig((5, 3), "appendix_a", 10.0, 0.1)
+    shapes = {"w": (40, 30), "b": (30,), "v": (30, 2)}
+    problem = coupled_quadratic(rng, shapes)
+    groups = {"w": "weights", "b": "biases", "v": "weights"}
+    phi = {g: init_network(rng, config) for g in ("biases", "weights")}
+    to_dtype = lambda a: np.asarray(a, dtype)  # noqa: E731
+    phi, instance = tree_map(to_dtype, phi), problem.instance(to_dtype)
+    hidden = random_hidden(rng, instance.theta0, config, to_dtype)
+    results = []
+    for threads in (True, False):
+        with block_bytes(1024, threads):  # dozens of blocks
+            result = fused_meta_gradient(
+                phi, instance.theta0, hidden, instance, 2, [0.5, 1.0, 1.0, 2.0], groups, config
+            )
+        results.append(flatten(result))
+    for key, value in results[0].items():
+        assert np.array_equal(results[1][key], value), key

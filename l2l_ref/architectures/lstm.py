@@ -26,7 +26,7 @@ import numpy as onp
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
-from l2l_ref.blocks import row_blocks, run_blocks
+from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
@@ -108,99 +108,132 @@ def lstm_cell(layer: dict, x, state: tuple) -> tuple:
     return h, (h, c)
 
 
-def cell_forward(W, b, x, h, c) -> tuple:
-    """lstm_cell's equations on raw arrays (no tracing), worked through in row blocks
-    (l2l_ref.blocks).
-
-    Returns h', c', the gates (n, 4H) [σ(i), tanh(j), σ(f + 1), σ(o)] and tanh(c') (n, H),
-    which cell_backward reads.
-    """
-    H = h.shape[1]
-    # σ(z) = (tanh(z/2) + 1)/2: halving the sigmoid gates' columns of W and b (exact) lets one
-    # tanh serve all four gates
-    W_half, b_half = W.copy(), b.copy()
+def halved_gates(W, b) -> tuple:
+    """W and b of lstm_cell laid out for cell_forward: transposed to (4H, n_in + H) and (4H, 1),
+    the forget bias added, the sigmoid gates' rows halved (exact in floating point), so that
+    one tanh serves all four gates: σ(z) = (tanh(z/2) + 1)/2."""
+    H = W.shape[1] // 4
+    W_half, b_half = W.T.copy(), onp.reshape(b, (-1, 1)).copy()
     b_half[2 * H : 3 * H] += FORGET_BIAS
-    for block in (slice(0, H), slice(2 * H, 4 * H)):
-        W_half[:, block] *= 0.5
-        b_half[block] *= 0.5
-    gates = onp.empty_like(x, shape=(x.shape[0], 4 * H))
-    h_new, c_new, tanh_c = (onp.empty_like(c) for _ in range(3))
-
-    def forward(rows):
-        z = gates[rows]
-        # one product with [x, h]: a product with few columns (x) costs as much as a wide one;
-        # assigned, not written with out=, which CuPy's dispatch of NumPy's matmul may decline
-        z[...] = onp.concatenate([x[rows], h[rows]], axis=1) @ W_half
-        z += b_half
-        onp.tanh(z, out=z)
-        for block in (slice(0, H), slice(2 * H, 4 * H)):
-            z[:, block] *= 0.5
-            z[:, block] += 0.5
-        i, j, f, o = (z[:, k * H : (k + 1) * H] for k in range(4))
-        onp.multiply(f, c[rows], out=c_new[rows])
-        c_new[rows] += i * j
-        onp.tanh(c_new[rows], out=tanh_c[rows])
-        onp.multiply(o, tanh_c[rows], out=h_new[rows])
-
-    run_blocks(forward, row_blocks(x, 4 * H * gates.dtype.itemsize))
-    return h_new, c_new, gates, tanh_c
+    for gate in (slice(0, H), slice(2 * H, 4 * H)):
+        W_half[gate] *= 0.5
+        b_half[gate] *= 0.5
+    return W_half, b_half
 
 
-def cell_backward(W, x, h, c, gates, tanh_c, grad_h, grad_c, wanted: set) -> dict:
-    """The cell's backward pass, derived by hand from lstm_cell's equations, in row blocks.
+def cell_forward(W_half, b_half, xh, c, gates, c_new, tanh_c, h_new) -> None:
+    """lstm_cell's equations on raw arrays for one block of coordinates, feature-major: each
+    array holds a coordinate per column, so that every operation runs along contiguous rows.
 
-    From ∂L/∂h' and ∂L/∂c' gives the gradients named in `wanted` among "W", "b", "x", "h",
-    "c" (the last three: ∂L/∂ of the cell's inputs x, h and c).
+    xh (n_in + H, m) is [x; h], c (H, m) the cell state, (W_half, b_half) from halved_gates.
+    Writes the gates (4H, m) [σ(i), tanh(j), σ(f + 1), σ(o)], c', tanh(c') and h' into the
+    arrays given, which cell_backward reads back.
     """
-    n_in, H = x.shape[1], h.shape[1]
-    inputs = {"x": x, "h": h, "c": c}
-    grads = {name: onp.empty_like(value) for name, value in inputs.items() if name in wanted}
+    H = c.shape[0]
+    # assigned, not written with out=, which CuPy's dispatch of NumPy's matmul may decline
+    gates[...] = W_half @ xh
+    gates += b_half
+    onp.tanh(gates, out=gates)
+    for gate in (slice(0, H), slice(2 * H, 4 * H)):
+        gates[gate] *= 0.5
+        gates[gate] += 0.5
+    i, j, f, o = (gates[k * H : (k + 1) * H] for k in range(4))
+    onp.multiply(f, c, out=c_new)
+    c_new += i * j
+    onp.tanh(c_new, out=tanh_c)
+    onp.multiply(o, tanh_c, out=h_new)
 
-    def backward(rows):
-        i, j, f, o = (gates[rows, k * H : (k + 1) * H] for k in range(4))
-        tc, gh = tanh_c[rows], grad_h[rows]
-        # ∂L/∂c' through h' = σ(o) tanh(c'), plus what reaches c' from the next step
-        gc = tc * tc
-        onp.subtract(1.0, gc, out=gc)
-        gc *= o
-        gc *= gh
-        gc += grad_c[rows]
-        # ∂L/∂z = ∂L/∂gate ⊙ gate'(z): σ' = σ − σ², tanh' = 1 − tanh²
-        grad_z = gates[rows] * gates[rows]
-        onp.subtract(i, grad_z[:, :H], out=grad_z[:, :H])
-        onp.subtract(1.0, grad_z[:, H : 2 * H], out=grad_z[:, H : 2 * H])
-        onp.subtract(gates[rows, 2 * H :], grad_z[:, 2 * H :], out=grad_z[:, 2 * H :])
-        grad_z[:, :H] *= gc * j
-        grad_z[:, H : 2 * H] *= gc * i
-        grad_z[:, 2 * H : 3 * H] *= gc * c[rows]
-        grad_z[:, 3 * H :] *= gh * tc
-        if "x" in grads:
-            grad_xh = grad_z @ W.T
-            grads["x"][rows] = grad_xh[:, :n_in]
-            if "h" in grads:
-                grads["h"][rows] = grad_xh[:, n_in:]
-        elif "h" in grads:
-            grads["h"][rows] = grad_z @ W[n_in:].T
-        if "c" in grads:
-            onp.multiply(gc, f, out=grads["c"][rows])
-        if "W" in wanted:
-            return onp.concatenate([x[rows], h[rows]], axis=1).T @ grad_z, grad_z.sum(axis=0)
-        return (grad_z.sum(axis=0),)
 
-    partial = run_blocks(backward, row_blocks(x, 4 * H * gates.dtype.itemsize))
+def cell_backward(W, xh, c, gates, tanh_c, grad_h, grad_c, inputs: bool = True) -> tuple:
+    """The backward pass of cell_forward for one block, derived by hand from lstm_cell's
+    equations (feature-major, as cell_forward).
+
+    From ∂L/∂h' and ∂L/∂c' (None: zero) gives ∂L/∂W (n_in + H, 4H), ∂L/∂b (4H,), ∂L/∂[x; h]
+    (None unless `inputs`) and ∂L/∂c, the block's share of the sums over coordinates.
+    """
+    H = c.shape[0]
+    i, j, f, o = (gates[k * H : (k + 1) * H] for k in range(4))
+    # ∂L/∂c' through h' = σ(o) tanh(c'), plus what reaches c' from the next step
+    grad_c_new = tanh_c * tanh_c
+    onp.subtract(1.0, grad_c_new, out=grad_c_new)
+    grad_c_new *= o
+    grad_c_new *= grad_h
+    if grad_c is not None:
+        grad_c_new += grad_c
+    # ∂L/∂z = ∂L/∂gate ⊙ gate'(z): σ' = σ − σ², tanh' = 1 − tanh²
+    grad_z = gates * gates
+    onp.subtract(i, grad_z[:H], out=grad_z[:H])
+    onp.subtract(1.0, grad_z[H : 2 * H], out=grad_z[H : 2 * H])
+    onp.subtract(gates[2 * H :], grad_z[2 * H :], out=grad_z[2 * H :])
+    grad_z[:H] *= grad_c_new * j
+    grad_z[H : 2 * H] *= grad_c_new * i
+    grad_z[2 * H : 3 * H] *= grad_c_new * c
+    grad_z[3 * H :] *= grad_h * tanh_c
+    grad_xh = W @ grad_z if inputs else None
+    return xh @ grad_z.T, grad_z.sum(axis=1), grad_xh, grad_c_new * f
+
+
+def rows_forward(W, b, x, h, c) -> tuple:
+    """cell_forward for coordinates as rows, x (n, n_in), h and c (n, H), as lstm_cell takes
+    them, in blocks on the cores (l2l_ref.blocks): h', c' (n, H) and the tape for
+    rows_backward."""
+    n, H = h.shape
+    W_half, b_half = halved_gates(W, b)
+    xh = onp.concatenate([x, h], axis=1).T.copy()
+    c = c.T.copy()
+    gates = onp.empty_like(c, shape=(4 * H, n))
+    c_new, tanh_c, h_new = (onp.empty_like(c) for _ in range(3))
+
+    def forward(cols):
+        cell_forward(
+            W_half, b_half, xh[:, cols], c[:, cols],
+            gates[:, cols], c_new[:, cols], tanh_c[:, cols], h_new[:, cols],
+        )  # fmt: skip
+
+    run_blocks(forward, coordinate_blocks(n, 4 * H * gates.dtype.itemsize, h))
+    return h_new.T, c_new.T, (xh, c, gates, tanh_c)
+
+
+def rows_backward(W, tape, grad_h, grad_c, wanted: set) -> dict:
+    """The backward pass of rows_forward: the gradients named in `wanted` among "W", "b", "x",
+    "h", "c" (the last three: ∂L/∂ of the cell's inputs), from ∂L/∂h' and ∂L/∂c' (n, H)."""
+    xh, c, gates, tanh_c = tape
+    H, n = c.shape
+    grad_h, grad_c = grad_h.T.copy(), grad_c.T.copy()
+    inputs = bool(wanted & {"x", "h"})
+    grad_xh = onp.empty_like(xh) if inputs else None
+    grad_c_old = onp.empty_like(c)
+
+    def backward(cols):
+        W_part, b_part, grad_xh_part, grad_c_part = cell_backward(
+            W, xh[:, cols], c[:, cols], gates[:, cols], tanh_c[:, cols],
+            grad_h[:, cols], grad_c[:, cols], inputs,
+        )  # fmt: skip
+        if inputs:
+            grad_xh[:, cols] = grad_xh_part
+        grad_c_old[:, cols] = grad_c_part
+        return W_part, b_part
+
+    partial = run_blocks(backward, coordinate_blocks(n, 4 * H * gates.dtype.itemsize, c))
     # partial sums added in block order: the same result whatever ran the blocks
-    sums = [reduce(add, parts) for parts in zip(*partial, strict=True)]
-    grads["b"] = sums[-1]
-    if "W" in wanted:
-        grads["W"] = sums[0]
-    return grads
+    W_grad, b_grad = (reduce(add, parts) for parts in zip(*partial, strict=True))
+    n_in = xh.shape[0] - H
+    grads = {"W": W_grad, "b": b_grad, "c": grad_c_old.T}
+    if inputs:
+        grads |= {"x": grad_xh[:n_in].T, "h": grad_xh[n_in:].T}
+    return {name: grads[name] for name in wanted}
 
 
-fused_lstm_cell_values = primitive(cell_forward)
+def _cell_values(W, b, x, h, c) -> tuple:
+    h_new, c_new, tape = rows_forward(W, b, x, h, c)
+    return (h_new, c_new, *tape)
+
+
+fused_lstm_cell_values = primitive(_cell_values)
 
 
 def _fused_lstm_cell_vjp(argnums, ans, args, kwargs):
-    W, _, x, h, c = args
+    W = args[0]
     names = [("W", "b", "x", "h", "c")[n] for n in argnums]
 
     def vjp(g):
@@ -210,7 +243,7 @@ def _fused_lstm_cell_vjp(argnums, ans, args, kwargs):
                 "fused_lstm_cell has first derivatives only; "
                 "use OptimizerConfig(cell='plain') for higher orders"
             )
-        grads = cell_backward(W, x, h, c, *ans[2:], grad_h, grad_c, set(names))
+        grads = rows_backward(W, ans[2:], grad_h, grad_c, set(names))
         return [grads[name] for name in names]
 
     return vjp
@@ -222,7 +255,7 @@ defvjp_argnums(fused_lstm_cell_values, _fused_lstm_cell_vjp)
 def fused_lstm_cell(layer: dict, x, state: tuple) -> tuple:
     """lstm_cell computed by one primitive with a hand-written gradient: the same values (a
     test checks both against each other), a fraction of the autograd graph nodes."""
-    h, c, _, _ = fused_lstm_cell_values(layer["W"], layer["b"], x, *state)
+    h, c = fused_lstm_cell_values(layer["W"], layer["b"], x, *state)[:2]
     return h, (h, c)
 
 
