@@ -6,9 +6,10 @@ backward pass: the input's and the weights' gradients), times the meta-step as t
 it (benchmarks/meta_step.py), and sets both against what this CPU's BLAS reaches:
 
 - a large square product (2048 × 2048, all cores): the machine's practical peak;
-- the cell's own product, [x, h] @ W for one row block (l2l_ref.blocks), on one core and on
-  the whole array: K = inputs + units is 22 or 40, so each product reads and writes far more
-  memory per operation than a square one and is bound by it, not by arithmetic.
+- the cell's own product, W @ [x; h] (4H × K by K × m) for one block of m coordinates
+  (l2l_ref.blocks), on one core, and for all coordinates at once on all cores: K = inputs +
+  units is 22 or 40, so each product reads and writes far more memory per operation than a
+  square one and is bound by it, not by arithmetic.
 
     python benchmarks/throughput.py [--repeats 5] [--dtypes float64,float32]
 """
@@ -71,21 +72,21 @@ def main() -> None:
     )
     for dtype in args.dtypes.split(","):
         itemsize = onp.dtype(dtype).itemsize
-        block_rows = BLOCK_BYTES // (units * itemsize)
+        block_columns = BLOCK_BYTES // (units * itemsize)
         seconds = median_seconds(one_meta_step(problem, dtype, config=config), args.repeats)
         peak = product_gflops(2048, 2048, 2048, dtype, args.repeats)
-        whole = [product_gflops(coordinates, k, units, dtype, args.repeats) for k in inner]
+        whole = [product_gflops(units, k, coordinates, dtype, args.repeats) for k in inner]
         set_blas_threads(1)
         one_core = product_gflops(2048, 2048, 2048, dtype, args.repeats)
-        block = [product_gflops(block_rows, k, units, dtype, args.repeats) for k in inner]
+        block = [product_gflops(units, k, block_columns, dtype, args.repeats) for k in inner]
         set_blas_threads(thread_count())
         reached = flops / seconds / 1e9
         print(f"\n{dtype}: meta-step {seconds:.3f} s = {reached:.1f} GFLOP/s")
         print(f"  square 2048 product, all cores: {peak:.1f} GFLOP/s; one core: {one_core:.1f}")
         for k, w, b in zip(inner, whole, block, strict=True):
             print(
-                f"  cell product K={k}: {coordinates} rows, all cores {w:.1f} GFLOP/s; "
-                f"a block of {block_rows} rows, one core {b:.1f} GFLOP/s"
+                f"  cell product K={k}: {coordinates} coordinates, all cores {w:.1f} GFLOP/s; "
+                f"a block of {block_columns}, one core {b:.1f} GFLOP/s"
             )
         at_block_rate = flops / (2 * statistics.mean(block) * 1e9)
         print(

@@ -9,10 +9,11 @@ released code's Sonnet cell, spec §2), a linear head to one output and an outpu
      "head": {"W": (H_last, 1), "b": (1,)}}
 where row block [:n_in] of W multiplies the layer input x and [n_in:] the previous h.
 
-The cell's definition is lstm_cell, traced operation by operation; beside it, the same cell as
-one autograd primitive (cell_forward, cell_backward: hand-written, in row blocks on the cores),
-which tests hold to the definition. l2l_ref.fused builds the hand-written meta-gradient of a
-whole unroll from these kernels.
+The cell's definition is lstm_cell, traced operation by operation; beside it, the same cell
+computed by hand-written kernels (cell_forward, cell_backward: one block of coordinates, held
+one per column), which tests hold to the definition: as one autograd primitive
+(fused_lstm_cell, over blocks on the cores), and in l2l_ref.fused's hand-written meta-gradient
+of a whole unroll.
 """
 
 from __future__ import annotations
