@@ -126,7 +126,7 @@ def subnormal_mode(flush: bool) -> Iterator[None]:
 
 
 def subnormals_flushed(enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Within: this thread's arithmetic, and the row blocks' it starts, treats subnormal
+    """Within: this thread's arithmetic, and the blocks' it starts (run_blocks), treats subnormal
     numbers (below 1.2e-38 in float32) as zero, in inputs and results (the x86 MXCSR bits FTZ
     and DAZ). A CPU may take a hundred times longer on a subnormal; float32 meta-gradients of
     an MLP are full of them on some CPUs. Deterministic; float64 is left alone by the callers
@@ -165,7 +165,7 @@ def blas_threads() -> int | None:
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """BLAS on one thread for the calling thread, then as before. A whole run (l2l_ref.run's
-    train and compare) runs in it: the cores serve the row blocks instead, where a second BLAS
+    train and compare) runs in it: the cores serve the blocks instead, where a second BLAS
     thread only spins against them, and a product's last bits, which depend on the thread
     count, no longer depend on the machine's cores."""
     before = blas_threads()
