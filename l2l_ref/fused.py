@@ -81,7 +81,7 @@ def block_tapes(
     arrays of the same shapes (reused: no fresh memory to fault in at every unroll), else new
     ones, then kept there."""
     input_size = PREPROCESSORS[config.preprocessing][1]
-    key = (group, like.dtype.str, type(like), steps, input_size, config.layers, len(like))
+    key = (group, like.dtype.str, type(like), steps, input_size, config.layers)
     key += tuple((cols.start, cols.stop) for cols in blocks)
     if workspace is not None and key in workspace:
         return workspace[key]
@@ -120,10 +120,9 @@ def fused_meta_gradient(
     loss_and_grad = value_and_grad(instance.loss)
     loss, grads = loss_and_grad(theta, t0)
     losses, gradients = [loss], []
-    networks = {}
+    networks, width = {}, max((4 * H for H in config.layers), default=1)
     for group, names in columns.items():
         like = side_by_side(theta, names)
-        width = max((4 * H for H in config.layers), default=1)
         blocks = coordinate_blocks(len(like), width * like.dtype.itemsize, like)
         tapes = block_tapes(workspace, group, like, steps, config, blocks)
         start_tapes(tapes, blocks, [hidden[name] for name in names])
