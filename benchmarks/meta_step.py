@@ -27,7 +27,8 @@ import numpy as onp
 
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
-from l2l_ref.blocks import one_blas_thread, subnormals_flushed
+from l2l_ref.blocks import subnormals_flushed
+from l2l_ref.machine import describe, one_blas_thread
 from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.presets import optimizer_for
@@ -116,16 +117,16 @@ def setup_step(s: Setup, dtype: str):
 
 
 def cpu_description() -> str:
-    """The CPU's model name and the vector extensions it has (from /proc/cpuinfo)."""
+    """The machine (CPU, BLAS library, version and kernel, NumPy: l2l_ref.machine) and the
+    CPU's vector extensions (from /proc/cpuinfo): what every benchmark's numbers depend on."""
     try:
         with open("/proc/cpuinfo") as info:
             pairs = (line.split(":", 1) for line in info if ":" in line)
-            fields = {key.strip(): value.strip() for key, value in pairs}
+            flags = set(dict((k.strip(), v.strip()) for k, v in pairs).get("flags", "").split())
     except OSError:
-        return platform.processor() or "unknown"
-    model, flags = fields.get("model name", "unknown"), set(fields.get("flags", "").split())
+        flags = set()
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-    return f"{model}; {' '.join(f for f in wanted if f in flags)}"
+    return f"{describe()}; {' '.join(f for f in wanted if f in flags)}"
 
 
 def median_seconds(step, repeats: int) -> float:

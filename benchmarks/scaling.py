@@ -17,10 +17,11 @@ import argparse
 import sys
 import time
 
-from meta_step import median_seconds, one_meta_step, peak_memory, report_peak
+from meta_step import cpu_description, median_seconds, one_meta_step, peak_memory, report_peak
 
 from l2l_ref.presets import optimizer_for
 from l2l_ref.problems import quadratic
+from l2l_ref.run import tape_bytes
 
 COORDINATES = (1_000, 10_000, 100_000, 1_000_000)
 UNROLLS = (5, 20, 100)
@@ -29,8 +30,8 @@ CONFIG = optimizer_for("quadratic", "paper")
 
 def predicted_mib(coords: int, unroll: int, dtype: str) -> float:
     """docs/performance.md's formula: what the backward pass keeps per coordinate and step."""
-    L, H, n_in = len(CONFIG.layers), CONFIG.layers[0], CONFIG.input_size
-    return unroll * coords * (7 * L * H + n_in + 1) * (8 if dtype == "float64" else 4) / 2**20
+    itemsize = 8 if dtype == "float64" else 4
+    return tape_bytes(unroll, coords, CONFIG.layers, CONFIG.input_size, itemsize) / 2**20
 
 
 def step_for(coords: int, unroll: int, dtype: str):
@@ -46,6 +47,7 @@ def main() -> int:
     if args.peak_of:
         coords, unroll, dtype = args.peak_of
         return report_peak(step_for(int(coords), int(unroll), dtype))
+    print(f"cpu: {cpu_description()}")
     print(f"quadratic, LSTM 2×20, first order, {args.dtype}; memory: measured (formula)")
     print(f"{'coords':>10} {'unroll':>6} {'s/meta-step':>12} {'s per step':>11} {'MiB':>18}")
     for coords in COORDINATES:

@@ -22,7 +22,8 @@ import numpy as onp
 from meta_step import CASES, cpu_description, median_seconds, one_meta_step
 
 from l2l_ref.architectures.lstm import network_shapes
-from l2l_ref.blocks import BLOCK_BYTES, set_blas_threads, thread_count
+from l2l_ref.blocks import BLOCK_BYTES, thread_count
+from l2l_ref.machine import set_blas_threads
 
 UNROLL = 20
 
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtypes", default="float64,float32")
     args = parser.parse_args()
-    print(f"cpu: {cpu_description()}; numpy {onp.__version__}")
+    print(f"cpu: {cpu_description()}")
     make_problem, config = CASES["mlp"]
     problem = make_problem()
     coordinates = sum(

@@ -9,7 +9,8 @@ agree on the meta-loss and the meta-gradient (relative error, normwise per tenso
 (JAX's compile time reported, not counted), and their medians, the ratios reference / PyTorch
 and reference / JAX, and each one's peak memory (a fresh process each) printed, with the CPU.
 
-    pip install -e '.[bench]'        # torch (CPU) and jax
+    pip install torch --index-url https://download.pytorch.org/whl/cpu   # the CPU build
+    pip install -e '.[bench]'        # then jax (torch is kept)
     python benchmarks/versus.py [--repeats 9] [--dtypes float64,float32] [--cases quadratic,mlp]
 """
 

@@ -3,14 +3,16 @@
 The coordinatewise LSTM treats every coordinate independently. On the host, the fused cell
 works through the coordinates in blocks of about BLOCK_BYTES: a block's temporaries stay in the
 CPU's cache, and blocks run on a thread pool, since NumPy releases the GIL inside its loops. Each
-worker limits BLAS to one thread for itself (OpenBLAS's and MKL's thread-local setting), so
+worker limits BLAS to one thread for itself (OpenBLAS's and MKL's thread-local setting,
+l2l_ref.machine), so
 that the workers' small matrix products do not fight over the cores; the caller's own BLAS
 calls keep their threads (some OpenBLAS builds apply the "thread-local" setting to the whole
 process: the caller's count is put back after the blocks). A device array is one block: the
 GPU runs each kernel over all rows.
 
 Blocks never depend on the number of cores, and the partial sums over blocks are added in
-block order, so results are the same on every machine and for every L2L_REF_THREADS.
+block order, so results are the same for every L2L_REF_THREADS and core count (on one BLAS
+kernel: l2l_ref.machine).
 """
 
 import contextlib
@@ -26,20 +28,10 @@ from itertools import pairwise
 import numpy as onp
 
 from l2l_ref.errors import ConfigError
+from l2l_ref.machine import blas_threads, local_thread_setter, set_blas_threads
 
 # half the L2 cache of a core of the development machine (1 MiB), for the gates of one block
 BLOCK_BYTES = 2**19
-# the functions that set the calling thread's BLAS thread count (OpenBLAS ≥ 0.3.27, MKL), and
-# the process's
-_BLAS_LOCAL_THREADS = ("openblas_set_num_threads_local", "MKL_Set_Num_Threads_Local")
-_BLAS_THREADS = (
-    "openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads", "MKL_Set_Num_Threads",
-)  # fmt: skip
-_BLAS_GET_THREADS = (
-    "openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
-    "scipy_openblas_get_num_threads", "MKL_Get_Max_Threads",
-)  # fmt: skip
 
 
 def coordinate_blocks(n: int, bytes_per_coordinate: int, like) -> list[slice]:
@@ -60,7 +52,7 @@ def run_blocks(work: Callable[[slice], object], blocks: list[slice]) -> list:
     if len(blocks) == 1 or pool is None:
         return [work(block) for block in blocks]
     handling, flush = onp.geterr(), _flushed()
-    one_thread, caller = _blas_function(_BLAS_LOCAL_THREADS), blas_threads()
+    one_thread, caller = local_thread_setter(), blas_threads()
 
     def as_the_caller(block):
         one_thread(1)
@@ -135,56 +127,6 @@ def subnormals_flushed(enabled: bool = True) -> contextlib.AbstractContextManage
     return subnormal_mode(True) if enabled else contextlib.nullcontext()
 
 
-@cache
-def _blas_function(names: tuple[str, ...]) -> Callable | None:
-    """The first of `names` that the loaded BLAS library exports, if any (Linux; NumPy loaded
-    its BLAS on import, so the answer does not change)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "blas" in line.lower() or "mkl" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in names:
-            if hasattr(library, name):
-                return getattr(library, name)
-    return None
-
-
-def blas_threads() -> int | None:
-    """The number of threads BLAS uses for the calling thread; None where the library cannot
-    be found."""
-    getter = _blas_function(_BLAS_GET_THREADS)
-    return None if getter is None else getter()
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread for the calling thread, then as before. A whole run (l2l_ref.run's
-    train and compare) runs in it: the cores serve the blocks instead, where a second BLAS
-    thread only spins against them, and a product's last bits, which depend on the thread
-    count, no longer depend on the machine's cores."""
-    before = blas_threads()
-    set_blas_threads(1)
-    try:
-        yield
-    finally:
-        if before is not None:
-            set_blas_threads(before)
-
-
-def set_blas_threads(threads: int) -> None:
-    """The number of threads BLAS uses in this process (a search's worker shares the cores
-    out); nothing where the library cannot be found."""
-    setter = _blas_function(_BLAS_THREADS)
-    if setter is not None:
-        setter(threads)
-
-
 def thread_count() -> int:
     """The pool's size: L2L_REF_THREADS, or the cores this process may use."""
     setting = os.environ.get("L2L_REF_THREADS", "")
@@ -204,7 +146,6 @@ def _pool() -> ThreadPoolExecutor | None:
     the blocks run in the calling thread: workers whose matrix products each start all BLAS
     threads run slower than one."""
     threads = thread_count()
-    setter = _blas_function(_BLAS_LOCAL_THREADS)
-    if threads < 2 or setter is None:
+    if threads < 2 or local_thread_setter() is None:
         return None
     return ThreadPoolExecutor(threads, "l2l-ref-rows")

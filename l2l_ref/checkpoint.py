@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as onp
 
 from l2l_ref.errors import ConfigError, L2LError
+from l2l_ref.machine import machine
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.tree import flatten, unflatten_like
 
@@ -113,7 +114,8 @@ def save(
     path: Path, phi_host: dict, networks: dict, optimizer: OptimizerConfig, metadata: dict
 ) -> None:
     """Write φ (host arrays), which network serves each optimizee tensor (`networks`), the
-    optimizer configuration and `metadata` to `path`."""
+    optimizer configuration, the machine (l2l_ref.machine; `metadata` may name the one that
+    trained φ) and `metadata` to `path`."""
     arrays = {f"phi/{key}": onp.asarray(value) for key, value in flatten(phi_host).items()}
     header = {
         "format": FORMAT,
@@ -121,6 +123,7 @@ def save(
         "optimizer": asdict(optimizer),
         "groups": sorted(phi_host),
         "networks": networks,
+        "machine": machine(),
         **metadata,
     }
     arrays["metadata"] = onp.array(json.dumps(header))

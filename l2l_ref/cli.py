@@ -21,6 +21,7 @@ from l2l_ref import (
     blocks,
     checkpoint,
     folder,
+    machine,
     plot,
     presets,
     report,
@@ -478,10 +479,15 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
         )
     results = run.compare(spec, checkpoint.load(path)[0], result.groups, problem)
     document = run.document(spec, problem, results, result)
-    print(table(results, document["settings"]))  # before writing: a full disk loses nothing
+    print(table(results, heading(document)))  # before writing: a full disk loses nothing
     write_json(out / "results.json", document)
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def heading(document: dict) -> str:
+    """A results table's heading: the run's settings, and the machine that computed it."""
+    return f"{document['settings']}\non {machine.describe(document['machine'])}"
 
 
 def evaluate_command(args) -> int:
@@ -498,7 +504,7 @@ def evaluate_command(args) -> int:
         spec, problem, results, steps=args.steps, seed=args.seed,
         checkpoint=str(args.checkpoint), best_epoch=header.get("best_epoch"),
     )  # fmt: skip
-    print(table(results, document["settings"]))
+    print(table(results, heading(document)))
     if args.json:
         write_json(args.json, document)
     return 0
@@ -556,7 +562,7 @@ def search_table(plan: search.Search) -> str:
         chosen = plan.record["selection"][seed]
         document = json.loads((plan.out / f"seed-{seed}" / "results.json").read_text())
         lines += ["", f"seed {seed}: selected trial {chosen['index']} (meta lr "
-                  f"{chosen['meta_lr']:.4g})", table(results, document["settings"])]  # fmt: skip
+                  f"{chosen['meta_lr']:.4g})", table(results, heading(document))]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from l2l_ref.checkpoint import (
     write_atomically,
 )
 from l2l_ref.errors import L2LError
+from l2l_ref.machine import machine
 from l2l_ref.meta_train import TrainResult, TrainState
 from l2l_ref.run import RunSpec
 from l2l_ref.tree import flatten, tree_map
@@ -95,6 +96,7 @@ def save_state(folder: Path, state: TrainState, spec: RunSpec, to_host) -> None:
         "meta_losses": result.meta_losses,
         "validation": [[epoch, _number(loss)] for epoch, loss in result.validation],
         "groups": result.groups,
+        "machine": machine(),
     }
     arrays["metadata"] = onp.array(json.dumps(metadata, allow_nan=False))
     write_atomically(Path(folder) / STATE, npz_bytes(arrays))

@@ -15,6 +15,7 @@ import numpy as onp
 
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.errors import L2LError
+from l2l_ref.machine import describe
 from l2l_ref.preprocessing import appendix_a, log_and_sign
 from l2l_ref.report import optimizer_label
 
@@ -74,6 +75,15 @@ def numbers(values) -> list:
     return values
 
 
+def made_on(records: list[dict]) -> str:
+    """'; on <machine>' for the machines the records name (l2l_ref.machine), '' if none does
+    (files written before machines were recorded)."""
+    machines = sorted(
+        {describe(r["machine"]) for r in records if isinstance(r, dict) and "machine" in r}
+    )
+    return f"; on {' and '.join(machines)}" if machines else ""
+
+
 def title(document: dict) -> str:
     """Problem, its main settings, and preset: e.g. 'mnist, hidden [20], sigmoid, paper'."""
     problem, settings = document["problem"]["name"], document["problem"]["settings"]
@@ -131,7 +141,7 @@ def plot_losses(documents: list[dict], out: Path) -> None:
         axis.set_ylabel("loss (mean over test problems)")
         axis.set_title(title(document), fontsize=10)
         axis.legend(fontsize=8)
-        caption = "\n".join(textwrap.wrap(document["settings"], 70))
+        caption = "\n".join(textwrap.wrap(document["settings"] + made_on([document]), 70))
         axis.text(0.0, -0.22, caption, transform=axis.transAxes, fontsize=6.5, va="top")
     figure.tight_layout()
     save(figure, out)
@@ -255,7 +265,7 @@ def plot_search(document: dict, out: Path) -> None:
         f"{train['epochs']} epochs, {train['steps']} steps, {count} trial"
         f"{'s' if count > 1 else ''} per seed, meta lr {low:g}–{high:g}"
     )
-    figure.suptitle(caption, fontsize=9)
+    figure.suptitle(caption + made_on(list(document["trials"].values())), fontsize=9)
     figure.tight_layout()
     save(figure, out)
     plt.close(figure)

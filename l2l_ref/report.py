@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from l2l_ref.errors import L2LError
+from l2l_ref.machine import describe
 
 WIDTH = 28  # of a column of the printed table
 
@@ -91,14 +92,26 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def results_file(path: Path) -> Path:
+    """The file a path names: itself, or for a folder the search.json (a search's folder) or
+    the results.json (a run's) inside it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("search.json", "results.json"):
+        if (path / name).is_file():
+            return path / name
+    raise ReportError(f"{path}: a folder with no search.json or results.json")
+
+
 def load(paths: list[Path], pool_rates: bool = False) -> list[dict]:
     """One entry per seed of every file: the experiment it belongs to, its seed, and its
-    comparison results. A search file gives one entry per seed it selected an optimizer for.
-    With pool_rates, results files whose optimizers differ only in their meta learning rate
-    count as one experiment (each seed's optimizer selected by a search, then evaluated anew:
-    at 200 steps, on another net)."""
+    comparison results. A search file (or its folder) gives one entry per seed it selected an
+    optimizer for. With pool_rates, results files whose optimizers differ only in their meta
+    learning rate count as one experiment (each seed's optimizer selected by a search, then
+    evaluated anew: at 200 steps, on another net)."""
     entries = []
-    for path in paths:
+    for path in map(results_file, paths):
         try:
             document = json.loads(Path(path).read_text())
             if document.get("format") == "l2l-ref-search":
@@ -162,6 +175,7 @@ def _entry(
         "lstm": float(lstm["final_mean"]),
         "problems": len(lstm["final_losses"]),
         "baselines": baselines,
+        "machine": document.get("machine"),  # that trained (l2l_ref.machine); None: not recorded
     }
 
 
@@ -255,6 +269,10 @@ def render(claims: list[dict]) -> str:
         names = list(claim["across"])
         n = len(claim["seeds"])
         lines.append(f"{claim['label']} — {n} seed{'s' if n > 1 else ''}")
+        machines = {
+            describe(e["machine"]) if e["machine"] else "not recorded" for e in claim["per_seed"]
+        }
+        lines.append(f"meta-trained on: {'; and '.join(sorted(machines))}")
         lines.append("baseline minus LSTM, final loss, paired on each seed's test problems:")
         lines.append(f"  {'seed':>6} {'LSTM':>9}" + "".join(name.rjust(WIDTH) for name in names))
         for entry in claim["per_seed"]:

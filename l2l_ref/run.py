@@ -13,10 +13,11 @@ import numpy as onp
 from l2l_ref import presets
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
-from l2l_ref.blocks import one_blas_thread, subnormals_flushed
+from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import evaluate
 from l2l_ref.errors import ConfigError
+from l2l_ref.machine import machine, one_blas_thread
 from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.problems import Problem
@@ -186,11 +187,19 @@ def train(
         )  # fmt: skip
 
 
+def tape_bytes(unroll: int, coordinates: int, layers: tuple, n_in: int, itemsize: int) -> int:
+    """What the hand-written meta-gradient keeps for its backward pass (l2l_ref.fused's tape):
+    for each step and coordinate, per layer [x; h], the four gates, c and tanh(c'), and ∇_t:
+    T · N · (7 ΣH + (ΣH − H_last) + n_in + 1) · b (docs/performance.md)."""
+    units = sum(layers)
+    inputs = units - (layers[-1] if layers else 0) + n_in  # each layer's x: n_in, then H below
+    return unroll * coordinates * (7 * units + inputs + 1) * itemsize
+
+
 def memory_estimate(spec: RunSpec, problem: Problem) -> int:
-    """Bytes a run needs at its peak, roughly: the unroll's tape of the hand-written
-    meta-gradient, T · N · (7 ΣH + n_in + 1) (docs/performance.md; four times that for the
-    traced, second-order path), the hidden states, φ with its Adam moments and gradients, and
-    the validation and test problems."""
+    """Bytes a run needs at its peak, roughly: the unroll's tape (tape_bytes; four times that
+    for the traced, second-order path), the hidden states, φ with its Adam moments and
+    gradients, and the validation and test problems."""
     first, second = (problem.sample(onp.random.default_rng(k), onp.asarray) for k in (0, 1))
     coordinates = sum(onp.size(x) for x in first.theta0.values())
     own = [
@@ -203,7 +212,7 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
     )
     width = onp.dtype(spec.dtype).itemsize
     units, n_in = sum(spec.optimizer.layers), spec.optimizer.input_size
-    tape = spec.train.unroll * coordinates * (7 * units + n_in + 1) * width
+    tape = tape_bytes(spec.train.unroll, coordinates, spec.optimizer.layers, n_in, width)
     if spec.train.second_order or spec.optimizer.cell != "fused":
         tape *= 4
     hidden = 6 * coordinates * units * width
@@ -267,8 +276,9 @@ def document(
     seed: int | None = None,
     **extra,
 ) -> dict:
-    """The results document of a run: its settings (the line and every field), the
-    comparison's results, and the training curves if it was trained here."""
+    """The results document of a run: its settings (the line and every field), the machine
+    that computed it (l2l_ref.machine), the comparison's results, and the training curves if
+    it was trained here."""
     record = {
         "settings": spec.describe(problem, steps, seed),
         "problem": {"name": problem.name, "settings": problem.settings},
@@ -281,6 +291,7 @@ def document(
         "test_problems": spec.test_problems,
         "steps": steps or spec.train.steps,
         "seed": spec.train.seed if seed is None else seed,
+        "machine": machine(),
         **extra,
     }
     if training is not None:

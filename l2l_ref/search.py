@@ -33,6 +33,7 @@ from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import write_json
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.folder import STATE, load_state, restore, save_state
+from l2l_ref.machine import machine
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
 from l2l_ref.optimizer import is_shape, network_shapes
 from l2l_ref.run import RunSpec
@@ -108,10 +109,10 @@ def run_trial(spec: dict, state_folder: str | None = None) -> dict:
     }
 
 
-def compare_selected(spec: dict, phi: dict, groups: dict) -> dict:
+def compare_selected(spec: dict, phi: dict, groups: dict) -> tuple[dict, dict]:
     """The selected trial's optimizer against the tuned baselines on the seed's test problems
-    (in a worker)."""
-    return run.compare(RunSpec.from_dict(spec), phi, groups)
+    (in a worker), and the machine that compared them."""
+    return run.compare(RunSpec.from_dict(spec), phi, groups), machine()
 
 
 def _one_thread_each(threads: int) -> None:
@@ -213,7 +214,7 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         document = outcome["document"]
         spec = self.spec(trial)
-        keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation")
+        keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation", "machine")
         metadata = {key: document[key] for key in keys}
         checkpoint.save(
             folder / "checkpoint.npz", phi_of(outcome["phi"], spec), outcome["groups"],
@@ -224,6 +225,7 @@ class Search:
         self.record["trials"][trial.folder] = {
             **asdict(trial), "status": "done", "best_validation": document["best_validation"],
             "best_epoch": document["best_epoch"], "seconds": outcome["seconds"],
+            "machine": document["machine"],
         }  # fmt: skip
         self.save()
 
@@ -255,9 +257,11 @@ def phi_of(flat: dict, spec: RunSpec) -> dict:
     return {g: unflatten_like(template, flat, g, is_shape) for g in sorted(groups)}
 
 
-def worker_died(error: BaseException) -> bool:
-    """Whether a task failed because its worker process died, not because of the trial."""
-    return isinstance(error, BrokenProcessPool)
+def worker_died(error: BaseException, pool: Executor) -> bool:
+    """Whether a task failed because its worker process died, not because of the trial: the
+    pool says it broke (a task submitted while it was breaking can fail with another error
+    first, "OSError: handle is closed", before the pool knows)."""
+    return isinstance(error, BrokenProcessPool) or bool(getattr(pool, "_broken", False))
 
 
 def run_trials(search: Search, executor: Callable, progress, keep_state: bool = False) -> None:
@@ -287,7 +291,7 @@ def run_trials(search: Search, executor: Callable, progress, keep_state: bool = 
                 try:
                     outcome = future.result()
                 except Exception as error:
-                    if worker_died(error) and attempts[trial] < ATTEMPTS:
+                    if worker_died(error, pool) and attempts[trial] < ATTEMPTS:
                         continue
                     search.fail_trial(trial, error)
                 else:
@@ -324,9 +328,10 @@ def evaluate_selected(search: Search, executor: Callable) -> None:
     try:
         for future in as_completed(futures):
             key, trial = futures[future]
-            search.record["test"][key] = results = future.result()
+            results, compared_on = future.result()
+            search.record["test"][key] = results
             document = json.loads((search.out / trial.folder / "results.json").read_text())
-            document |= {"results": results, "selected": asdict(trial)}
+            document |= {"results": results, "selected": asdict(trial), "compared_on": compared_on}
             write_json(search.out / f"seed-{key}" / "results.json", document)
     finally:
         close()

@@ -76,6 +76,19 @@ def test_train_writes_checkpoint_results_and_table(trained):
     assert (out / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow
+def test_every_file_of_a_run_names_the_machine(trained):
+    """results.json, the checkpoint and the printed table name the CPU, BLAS kernel and
+    NumPy version of the machine that ran (the same as this process's: the same environment)."""
+    from l2l_ref import checkpoint, machine
+
+    out, result = trained
+    here = machine.machine()
+    assert json.loads((out / "results.json").read_text())["machine"] == here
+    assert checkpoint.load(out / "checkpoint.npz")[2]["machine"] == here
+    assert f"on {machine.describe(here)}" in result.stdout
+
+
 def evaluate_json(checkpoint, folder, *extra):
     """Run `l2l-ref evaluate` on small settings and return its --json document."""
     small = ["--validation-problems", "2", "--test-problems", "3"]

@@ -17,7 +17,7 @@ from autograd import grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2l_ref import blocks
+from l2l_ref import blocks, machine
 from l2l_ref.architectures.lstm import lstm_cell, rows_backward, rows_forward
 from l2l_ref.backends import numpy_backend
 from l2l_ref.fused import fused_meta_gradient
@@ -88,19 +88,19 @@ def test_results_do_not_depend_on_the_threads():
 def test_the_callers_blas_keeps_its_threads():
     """The workers' one-thread BLAS setting stays theirs, also where the library applies its
     "thread-local" setting to the whole process (OpenBLAS 0.3.31 in NumPy's wheels does)."""
-    before = blocks.blas_threads()
+    before = machine.blas_threads()
     blocks._pool.cache_clear()  # fresh workers: their first tasks too
     if before is None or blocks._pool() is None:
         pytest.skip("no BLAS thread setting to check, or one core")
     rng = np.random.default_rng(0)
-    blocks.set_blas_threads(2)
+    machine.set_blas_threads(2)
     try:
         for _ in range(2):
             with block_bytes(8192):
                 rows_forward(*random_cell(rng, 3000, 2, 20, "float64"))
-            assert blocks.blas_threads() == 2
+            assert machine.blas_threads() == 2
     finally:
-        blocks.set_blas_threads(before)
+        machine.set_blas_threads(before)
 
 
 def test_subnormals_are_flushed_within_on_every_block_and_restored_after():

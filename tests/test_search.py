@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from l2l_ref import report, search
+from l2l_ref import machine, report, search
 from l2l_ref.cli import main
 from l2l_ref.run import RunSpec
 
@@ -261,10 +261,8 @@ def test_a_trial_stopped_midway_goes_on_from_its_state_to_the_same_bits(tmp_path
 
 def test_a_trial_gives_the_same_bits_whatever_blas_threads_its_worker_has():
     """A float32 meta-step's products cross OpenBLAS's threading threshold, and their last bits
-    depend on the thread count: a run fixes its own (blocks.one_blas_thread)."""
-    from l2l_ref import blocks
-
-    before = blocks.blas_threads()
+    depend on the thread count: a run fixes its own (machine.one_blas_thread)."""
+    before = machine.blas_threads()
     if before is None:
         pytest.skip("no BLAS thread setting to vary")
     spec = RunSpec.from_preset(
@@ -273,10 +271,10 @@ def test_a_trial_gives_the_same_bits_whatever_blas_threads_its_worker_has():
     phis = []
     try:
         for threads in (2, 1):
-            blocks.set_blas_threads(threads)
+            machine.set_blas_threads(threads)
             phis.append(search.run_trial(spec)["phi"])
     finally:
-        blocks.set_blas_threads(before)
+        machine.set_blas_threads(before)
     assert all(np.array_equal(phis[0][key], phis[1][key]) for key in phis[0])
 
 
@@ -377,6 +375,19 @@ def test_pooled_rates_make_one_experiment_of_each_seeds_own_optimizer(tmp_path):
     assert claim["seeds"] == [0, 1] and "pooled" in claim["label"]
     other = results_file(tmp_path, 2, [1.0, 2.0], {"Adam": [1.5, 2.5]}, epochs=20)
     assert len(report.summarize(report.load([*files, other], pool_rates=True))) == 2
+
+
+def test_a_search_names_the_machines_and_its_folder_is_reported(reference, capsys):
+    """Each trial and each seed's comparison names the machine that ran it; `report` takes
+    the search's folder for its search.json, and says where the optimizers were trained."""
+    out, record = reference
+    here = machine.machine()
+    assert all(trial["machine"] == here for trial in record["trials"].values())
+    for seed in SEEDS:
+        document = json.loads((out / f"seed-{seed}" / "results.json").read_text())
+        assert document["machine"] == here and document["compared_on"] == here
+    assert main(["report", str(out)]) == 0
+    assert f"meta-trained on: {machine.describe(here)}" in capsys.readouterr().out
 
 
 def test_report_names_the_file_a_search_is_missing(reference, tmp_path):

@@ -3,8 +3,10 @@
 - A python block whose first line is a comment naming a file (`# l2l_ref/unroll.py`) quotes
   the source: its other lines must appear, word for word and in one piece, in that file.
 - Every other python block runs, in order, in one namespace, in a scratch folder; a text block
-  right after it must be what it printed: the same words, and numbers within 1% (another CPU's
-  arithmetic moves the last digits of a meta-trained optimizer).
+  right after it must be what it printed: the same words, and numbers within 1%. The page
+  shows only what any correct machine prints: numbers of meta-trained optimizers where they
+  were measured not to move (the same digits under OpenBLAS's Haswell, SkylakeX and
+  Sandybridge kernels and with φ_0 perturbed by 1e-15), else a property with a margin.
 - Every line of a sh block runs in the same scratch folder and must succeed. `l2l-ref train`
   and `evaluate` get small sizes appended (SMALL); `l2l-ref verify` gets a candidate written
   by the autograd-free second implementation (tests/vectors_candidate.py).
