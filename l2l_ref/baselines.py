@@ -13,6 +13,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 
+from l2l_ref.divergence import diverged
 from l2l_ref.problems import Instance
 from l2l_ref.tree import tree_map
 
@@ -128,16 +129,24 @@ def tune_learning_rate(
     to_host: Callable,
     grid: Sequence[float] = LEARNING_RATES,
 ) -> tuple[float, dict]:
-    """The learning rate of `grid` with the lowest mean final loss on the validation problems.
+    """The learning rate of `grid` with the lowest mean final loss on the validation problems,
+    among the rates that diverge on none of them (l2l_ref.divergence; if every rate diverges
+    somewhere, among all): a rate that blows up on one validation problem in eight would blow
+    up on test problems too (docs/conventions.md, "Divergence").
 
-    A rate whose run overflows or ends in a non-finite loss counts as +inf. Returns the rate
-    and the mean final loss of every rate tried.
+    A mean that overflows or is not finite counts as +inf. Returns the rate and, for every rate
+    tried, the mean final loss and on how many validation problems it diverged.
     """
-    finals = {}
+    table = {}
     with onp.errstate(all="ignore"):
         for lr in grid:
-            final = onp.mean(
-                [run_baseline(name, lr, inst, steps, to_host)[-1] for inst in validation]
+            curves = onp.stack(
+                [run_baseline(name, lr, inst, steps, to_host) for inst in validation]
             )
-            finals[lr] = float(final) if onp.isfinite(final) else float("inf")
-    return min(grid, key=lambda lr: finals[lr]), finals
+            final = onp.mean(curves[:, -1])
+            table[lr] = {
+                "mean_final": float(final) if onp.isfinite(final) else float("inf"),
+                "diverged": int(diverged(curves[:, 0], curves[:, -1]).sum()),
+            }
+    stable = [lr for lr in grid if table[lr]["diverged"] == 0] or list(grid)
+    return min(stable, key=lambda lr: table[lr]["mean_final"]), table

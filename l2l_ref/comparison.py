@@ -14,6 +14,7 @@ import numpy as onp
 
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
 from l2l_ref.checkpoint import write_atomically
+from l2l_ref.divergence import DIVERGENCE, diverged, log_final
 from l2l_ref.errors import ConfigError
 from l2l_ref.meta_train import assign_networks, rng_for, run_optimizer
 from l2l_ref.optimizer import OptimizerConfig
@@ -21,29 +22,82 @@ from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
 
 
 def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
-    """Sample mean and its standard error (sample standard deviation / sqrt(n))."""
+    """Sample mean and its standard error (sample standard deviation / sqrt(n)); NaN for the
+    standard error of one value."""
+    values = onp.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), math.nan
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
 def summarize(curves: onp.ndarray) -> dict:
-    """Mean and standard error of the loss at every step, and of the final loss, over problems."""
-    final = curves[:, -1]
+    """Mean and standard error of the loss at every step, and of the final loss, over problems;
+    which runs diverged (l2l_ref.divergence), and the final loss's median and its mean and
+    standard error over the runs that did not: what one blown-up run cannot move."""
+    with onp.errstate(all="ignore"):  # a diverged run's inf makes the plain mean inf or NaN
+        return _summary(curves)
+
+
+def _summary(curves: onp.ndarray) -> dict:
+    initial, final = curves[:, 0], curves[:, -1]
     mean, stderr = mean_and_stderr(final)
+    gone = diverged(initial, final)
+    rest = mean_and_stderr(final[~gone]) if (~gone).any() else (None, None)
+    kept = curves[~gone]
     return {
         "mean_loss": curves.mean(axis=0).tolist(),
         "stderr_loss": (curves.std(axis=0, ddof=1) / math.sqrt(len(curves))).tolist(),
         "final_mean": mean,
         "final_stderr": stderr,
         "final_losses": final.tolist(),
+        "initial_losses": initial.tolist(),
+        "diverged": int(gone.sum()),
+        "diverged_on": onp.flatnonzero(gone).tolist(),
+        "final_median": float(onp.median(onp.where(onp.isnan(final), onp.inf, final))),
+        "final_mean_rest": rest[0],
+        "final_stderr_rest": rest[1],
+        # what a figure draws when some runs diverged: the others' mean curve and its s.e.
+        "mean_loss_rest": kept.mean(axis=0).tolist() if len(kept) else None,
+        "stderr_loss_rest": (
+            (kept.std(axis=0, ddof=1) / math.sqrt(len(kept))).tolist() if len(kept) > 1 else None
+        ),
     }
 
 
-def paired_difference(baseline_final: onp.ndarray, lstm_final: onp.ndarray) -> dict:
-    """Baseline minus LSTM final loss on the same test problems: positive means the LSTM is
-    lower. Pairing removes the spread between problems from the comparison."""
-    difference = baseline_final - lstm_final
+def sign_test(lower: int, higher: int) -> float:
+    """Two-sided p-value of `lower` against `higher` under a fair coin (ties left out)."""
+    n = lower + higher
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(lower, higher) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_difference(baseline: onp.ndarray, lstm: onp.ndarray) -> dict:
+    """Baseline against LSTM on the same test problems, from their loss curves (problems ×
+    steps): the final loss's difference, baseline minus LSTM (positive: the LSTM is lower),
+    and the difference of log final losses with diverged runs at the divergence line
+    (`log_ratio`, the scale the claims are judged on: l2l_ref.report); on how many problems
+    the LSTM is lower and higher, and the sign test's p-value. Pairing removes the spread
+    between problems from the comparison."""
+    with onp.errstate(all="ignore"):
+        return _paired(baseline, lstm)
+
+
+def _paired(baseline: onp.ndarray, lstm: onp.ndarray) -> dict:
+    difference = baseline[:, -1] - lstm[:, -1]
     mean, stderr = mean_and_stderr(difference)
-    return {"mean": mean, "stderr": stderr, "lstm_lower_on": int((difference > 0).sum())}
+    log_ratio = log_final(baseline[:, 0], baseline[:, -1]) - log_final(lstm[:, 0], lstm[:, -1])
+    log_mean, log_stderr = mean_and_stderr(log_ratio)
+    lower, higher = int((log_ratio > 0).sum()), int((log_ratio < 0).sum())
+    return {
+        "mean": mean,
+        "stderr": stderr,
+        "lstm_lower_on": int((difference > 0).sum()),
+        "log_ratio": {"mean": log_mean, "stderr": log_stderr},
+        "lstm_higher_on": int((difference < 0).sum()),
+        "sign_test_p": sign_test(lower, higher),
+    }
 
 
 def serving_networks(
@@ -100,8 +154,8 @@ def evaluate(
             results[name] = {
                 "learning_rate": lr,
                 **summarize(curves),
-                "minus_lstm": paired_difference(curves[:, -1], lstm[:, -1]),
-                "tuning": {str(rate): loss for rate, loss in tuning.items()},
+                "minus_lstm": paired_difference(curves, lstm),
+                "tuning": {str(rate): entry for rate, entry in tuning.items()},
             }
     return results
 
@@ -123,22 +177,54 @@ def write_json(path: Path, document: dict) -> None:
     write_atomically(Path(path), (text + "\n").encode())
 
 
+def _number(value, spec: str) -> str:
+    """A number of a results document (JSON writes inf and NaN as null) for a table."""
+    return "inf" if value is None else format(value, spec)
+
+
 def table(results: dict, header: str) -> str:
-    """A short text table of final losses, headed by the problem and settings."""
+    """A short text table of final losses, headed by the problem and settings: per optimizer
+    the mean and its standard error, the median and on how many problems it diverged; against
+    the LSTM, the paired difference of final losses and of their logs (diverged runs at the
+    divergence line), and on how many problems the LSTM ends lower. Below it, for optimizers
+    that diverged somewhere, the mean over the runs that did not."""
     n = len(results["LSTM"]["final_losses"])
     lines = [
         header,
-        f"{'optimizer':<10} {'learning rate':>13}  {'final loss (mean ± s.e.)':<26}"
-        f"minus LSTM, paired (mean ± s.e., LSTM lower on)",
+        f"{'optimizer':<10} {'learning rate':>13}  {'final loss: mean ± s.e.':<24}"
+        f"{'median':>9} {'diverged':>9}   {'minus LSTM, paired: mean ± s.e.':<33}"
+        f"{'log ratio ± s.e.':<18}LSTM lower on",
     ]
+    rest = []
     for name, entry in results.items():
         lr = f"{entry['learning_rate']:g}" if "learning_rate" in entry else "-"
-        final = f"{entry['final_mean']:.4g} ± {entry['final_stderr']:.2g}"
-        versus = "-"
+        final = f"{_number(entry['final_mean'], '.4g')} ± {_number(entry['final_stderr'], '.2g')}"
+        median = _number(entry.get("final_median"), ".4g") if "final_median" in entry else "-"
+        gone = entry.get("diverged")
+        versus, log_ratio, lower = "-", "-", "-"
         if "minus_lstm" in entry:
             paired = entry["minus_lstm"]
-            versus = (
-                f"{paired['mean']:+.3g} ± {paired['stderr']:.2g}, {paired['lstm_lower_on']}/{n}"
+            versus = f"{_number(paired['mean'], '+.3g')} ± {_number(paired['stderr'], '.2g')}"
+            lower = f"{paired['lstm_lower_on']}/{n}"
+            if "log_ratio" in paired:
+                ratio = paired["log_ratio"]
+                log_ratio = f"{_number(ratio['mean'], '+.3f')} ± {_number(ratio['stderr'], '.3f')}"
+        shown = "-" if gone is None else str(gone)
+        lines.append(
+            f"{name:<10} {lr:>13}  {final:<24}{median:>9} {shown:>9}   {versus:<33}"
+            f"{log_ratio:<18}{lower}"
+        )
+        if gone:
+            others = n - gone
+            rest.append(
+                f"{name} {_number(entry['final_mean_rest'], '.4g')} ± "
+                f"{_number(entry['final_stderr_rest'], '.2g')} ({others} runs)"
+                if others
+                else f"{name}: every run diverged"
             )
-        lines.append(f"{name:<10} {lr:>13}  {final:<26}{versus}")
+    if rest:
+        lines.append(
+            f"diverged: a final loss not finite or above {DIVERGENCE:g} × f(θ_0); the mean over "
+            f"the runs that did not: {'; '.join(rest)}"
+        )
     return "\n".join(lines)

@@ -127,11 +127,15 @@ def plot_losses(documents: list[dict], out: Path) -> None:
     for axis, document in zip(axes[0], documents, strict=True):
         for name, entry in document["results"].items():
             # null (a non-finite loss in the JSON) becomes NaN, a gap in the line
-            mean = onp.array(entry["mean_loss"], dtype=float)
-            stderr = onp.array(entry["stderr_loss"], dtype=float)
+            gone, runs = entry.get("diverged") or 0, len(entry["final_losses"])
+            kind = "_rest" if gone and entry.get("mean_loss_rest") else ""
+            mean = onp.array(entry[f"mean_loss{kind}"], dtype=float)
+            stderr = onp.array(entry[f"stderr_loss{kind}"] or onp.zeros_like(mean), dtype=float)
             steps = onp.arange(len(mean))
             colour = COLOURS.get(name)
             label = name if name == "LSTM" else f"{name} (lr {entry['learning_rate']:g})"
+            if gone:  # said in the legend: the line is the mean of the runs that did not
+                label += f", {gone} of {runs} diverged" + (", the others'" if kind else "")
             axis.plot(steps, mean, color=colour, lw=2.0 if name == "LSTM" else 1.2, label=label)
             low = onp.maximum(mean - stderr, mean * 1e-3)  # the band stays on the log scale
             axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)

@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import L2LError
 from l2l_ref.machine import describe
 
@@ -162,21 +163,53 @@ def _entry(
         if name == "LSTM":
             continue
         paired = entry["minus_lstm"]
+        log_mean, log_stderr = _log_ratio(paired, entry, lstm)
         baselines[name] = {
-            "mean": float(paired["mean"]),
-            "stderr": float(paired["stderr"]),
+            "mean": _float(paired["mean"]),
+            "stderr": _float(paired["stderr"]),
+            "log_mean": log_mean,
+            "log_stderr": log_stderr,
             "lstm_lower_on": int(paired["lstm_lower_on"]),
-            "final_mean": float(entry["final_mean"]),
+            "final_mean": _float(entry["final_mean"]),
+            "diverged": entry.get("diverged"),
         }
     return {
         "experiment": experiment,
         "label": _label(experiment),
         "seed": seed,
-        "lstm": float(lstm["final_mean"]),
+        "lstm": _float(lstm["final_mean"]),
+        "lstm_diverged": lstm.get("diverged"),
         "problems": len(lstm["final_losses"]),
         "baselines": baselines,
         "machine": document.get("machine"),  # that trained (l2l_ref.machine); None: not recorded
     }
+
+
+def _float(value) -> float:
+    """A number of a results document: JSON writes inf and NaN as null."""
+    return math.inf if value is None else float(value)
+
+
+def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
+    """Mean and standard error over a seed's test problems of log(baseline final loss) −
+    log(LSTM final loss), diverged runs at the divergence line (l2l_ref.divergence), as the
+    comparison wrote them; for files written before it did, from the final losses, with no
+    line to cap them at (such files had no diverged run in this project's results)."""
+    if "log_ratio" in paired:
+        return _float(paired["log_ratio"]["mean"]), _float(paired["log_ratio"]["stderr"])
+    finals = [
+        (_float(b), _float(a))
+        for b, a in zip(entry["final_losses"], lstm["final_losses"], strict=True)
+    ]
+    ratios = [
+        math.log(b) - math.log(a) if 0 < a < math.inf and 0 < b < math.inf else math.inf
+        for b, a in finals
+    ]
+    n = len(ratios)
+    mean = sum(ratios) / n
+    if n < 2 or not math.isfinite(mean):
+        return mean, math.nan
+    return mean, math.sqrt(sum((r - mean) ** 2 for r in ratios) / (n - 1) / n)
 
 
 def optimizer_label(optimizer: dict) -> str:
@@ -222,13 +255,17 @@ def summarize(entries: list[dict]) -> list[dict]:
             raise ReportError(f"{group[0]['label']}: a seed is given twice ({sorted(seeds)})")
         group.sort(key=lambda e: e["seed"])
         names = list(group[0]["baselines"])
-        across = {}
+        across, on_log = {}, {}
         for name in names:
             differences = [e["baselines"][name]["mean"] for e in group]
             mean, low, high = interval(differences)
             lower = sum(d > 0 for d in differences)
             across[name] = {"mean": mean, "low": low, "high": high, "lstm_lower_in": lower}
-        below_all = sum(all(e["baselines"][n]["mean"] > 0 for n in names) for e in group)
+            ratios = [e["baselines"][name]["log_mean"] for e in group]
+            mean, low, high = interval(ratios)
+            lower = sum(r > 0 for r in ratios)
+            on_log[name] = {"mean": mean, "low": low, "high": high, "lstm_lower_in": lower}
+        below_all = sum(all(e["baselines"][n]["log_mean"] > 0 for n in names) for e in group)
         claims.append(
             {
                 "experiment": group[0]["experiment"],
@@ -236,17 +273,20 @@ def summarize(entries: list[dict]) -> list[dict]:
                 "seeds": [e["seed"] for e in group],
                 "per_seed": group,
                 "across": across,
+                "across_log": on_log,
                 "lstm_below_every_baseline_in": below_all,
-                "verdict": _verdict(group, across),
+                "verdict": _verdict(group, on_log),
             }
         )
     return claims
 
 
 def _verdict(group: list[dict], across: dict) -> str:
+    """On the log scale: the interval across seeds of the mean log ratio against every
+    baseline above 0; with one seed, that seed's mean log ratio 2 standard errors above 0."""
     if len(group) == 1:
         (entry,) = group
-        holds = all(b["mean"] > 2 * b["stderr"] for b in entry["baselines"].values())
+        holds = all(b["log_mean"] > 2 * b["log_stderr"] for b in entry["baselines"].values())
         return "holds in its one seed (no interval across seeds)" if holds else (
             "does not hold in its one seed (no interval across seeds)"
         )  # fmt: skip
@@ -262,8 +302,33 @@ def _cell(paired: dict, problems: int) -> str:
     return text.rjust(WIDTH)
 
 
+def _log_cell(paired: dict) -> str:
+    return f"{paired['log_mean']:+.3f} ± {paired['log_stderr']:.3f}".rjust(WIDTH)
+
+
+def _intervals(across: dict, digits: int) -> str:
+    return "".join(
+        f" {a['mean']:+.{digits}f} [{a['low']:+.{digits}f}, {a['high']:+.{digits}f}]".rjust(WIDTH)
+        for a in across.values()
+    )
+
+
+def _diverged(claim: dict) -> list[str]:
+    """'seed 3: SGD on 1 of 32 problems' for every optimizer of a seed that diverged."""
+    found = []
+    for entry in claim["per_seed"]:
+        counts = {"LSTM": entry["lstm_diverged"]}
+        counts |= {name: b["diverged"] for name, b in entry["baselines"].items()}
+        shown = [f"{name} on {k} of {entry['problems']}" for name, k in counts.items() if k]
+        if shown:
+            found.append(f"seed {entry['seed']}: {', '.join(shown)}")
+    return found
+
+
 def render(claims: list[dict]) -> str:
-    """The report as text: per experiment, a table of seeds, the intervals, one verdict line."""
+    """The report as text: per experiment, the seeds' paired differences of the final loss
+    and of its log, their intervals across seeds, the runs that diverged, one verdict line
+    (judged on the log scale, which one blown-up run cannot swing)."""
     lines = []
     for claim in claims:
         names = list(claim["across"])
@@ -273,24 +338,35 @@ def render(claims: list[dict]) -> str:
             describe(e["machine"]) if e["machine"] else "not recorded" for e in claim["per_seed"]
         }
         lines.append(f"meta-trained on: {'; and '.join(sorted(machines))}")
+        head = f"  {'seed':>6} {'LSTM':>9}" + "".join(name.rjust(WIDTH) for name in names)
         lines.append("baseline minus LSTM, final loss, paired on each seed's test problems:")
-        lines.append(f"  {'seed':>6} {'LSTM':>9}" + "".join(name.rjust(WIDTH) for name in names))
+        lines.append(head)
         for entry in claim["per_seed"]:
             cells = "".join(_cell(entry["baselines"][name], entry["problems"]) for name in names)
             lines.append(f"  {entry['seed']:>6} {entry['lstm']:>9.4f}{cells}")
         if n > 1:
-            intervals = "".join(
-                f" {a['mean']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}]".rjust(WIDTH)
-                for a in claim["across"].values()
-            )
-            lines.append(f"  {'mean':>6} {'95% CI':>9}{intervals}")
-        closest = min(names, key=lambda name: claim["across"][name]["mean"])
-        a = claim["across"][closest]
+            lines.append(f"  {'mean':>6} {'95% CI':>9}{_intervals(claim['across'], 4)}")
+        lines.append(
+            "log(baseline final loss) − log(LSTM final loss), paired, diverged runs at "
+            f"{DIVERGENCE:g} × f(θ_0):"
+        )
+        lines.append(head)
+        for entry in claim["per_seed"]:
+            cells = "".join(_log_cell(entry["baselines"][name]) for name in names)
+            lines.append(f"  {entry['seed']:>6} {entry['lstm']:>9.4f}{cells}")
+        if n > 1:
+            lines.append(f"  {'mean':>6} {'95% CI':>9}{_intervals(claim['across_log'], 3)}")
+        diverged = _diverged(claim)
+        lines.append(f"diverged: {'; '.join(diverged)}" if diverged else "diverged: none")
+        closest = min(names, key=lambda name: claim["across_log"][name]["mean"])
+        a, plain = claim["across_log"][closest], claim["across"][closest]
         bounds = f" [{a['low']:+.3g}, {a['high']:+.3g}]" if n > 1 else ""
+        plain_bounds = f" [{plain['low']:+.3g}, {plain['high']:+.3g}]" if n > 1 else ""
         below = claim["lstm_below_every_baseline_in"]
         lines.append(
-            f"verdict: LSTM below every tuned baseline in {below} of {n} seeds; against "
-            f"{closest} (the best baseline) {a['mean']:+.3g}{bounds}, LSTM lower in "
+            f"verdict, on the log of the final loss: LSTM below every tuned baseline in {below} "
+            f"of {n} seeds; against {closest} (the best baseline) log ratio {a['mean']:+.3g}"
+            f"{bounds} (final loss {plain['mean']:+.3g}{plain_bounds}), LSTM lower in "
             f"{a['lstm_lower_in']} of {n}: {claim['verdict']}"
         )
         lines.append("")

@@ -78,15 +78,29 @@ def test_tuning_finds_the_one_step_learning_rate():
         BACKEND.to_host,
         grid=(0.1, 0.2, 0.5, 1.0, 2.0),
     )
-    assert lr == 0.5 and finals[0.5] == 0.0
-    assert finals[2.0] == pytest.approx((1 - 4.0) ** 10)  # |1 − 2·lr| = 3: diverges
+    assert lr == 0.5 and finals[0.5] == {"mean_final": 0.0, "diverged": 0}
+    assert finals[2.0]["mean_final"] == pytest.approx((1 - 4.0) ** 10)  # |1 − 2·lr| = 3
+    assert finals[2.0]["diverged"] == 1 and finals[1.0]["diverged"] == 0  # 1 → −1 → 1: level
 
 
 def test_diverging_rates_count_as_infinite():
     problem = quadratic(batch=2)
     instance = problem.sample(np.random.default_rng(0), to_device)
     _, finals = tune_learning_rate("SGD", [instance], 100, BACKEND.to_host, grid=(1e6,))
-    assert finals[1e6] == float("inf")
+    assert finals[1e6] == {"mean_final": float("inf"), "diverged": 1}
+
+
+def test_tuning_passes_over_a_rate_that_diverges_on_one_validation_problem():
+    """SGD on x² from 1 and on 100 x² from 1e-3, 20 steps. lr 0.011 ends at 0.41 on the first
+    and blows the second up by |1 − 2.2|^40 ≈ 1,470 times its start (to 0.15); lr 0.005 ends at
+    0.67 and 0. The first rate's mean is the lower (0.28 against 0.33), but it diverged on a
+    validation problem: tuning takes the second."""
+    wide = Instance({"x": to_device(np.array(1.0))}, lambda theta, t: theta["x"] ** 2)
+    steep = Instance({"x": to_device(np.array(1e-3))}, lambda theta, t: 100 * theta["x"] ** 2)
+    lr, finals = tune_learning_rate("SGD", [wide, steep], 20, BACKEND.to_host, grid=(0.011, 0.005))
+    assert finals[0.011]["diverged"] == 1 and finals[0.005]["diverged"] == 0
+    assert finals[0.011]["mean_final"] < finals[0.005]["mean_final"]
+    assert lr == 0.005
 
 
 def test_grid_is_logarithmic_three_per_decade():
