@@ -11,10 +11,9 @@ from collections.abc import Callable, Sequence
 
 import autograd.numpy as np
 import numpy as onp
-from autograd import grad
 
 from l2l_ref.divergence import diverged
-from l2l_ref.problems import Instance
+from l2l_ref.problems import Instance, value_and_gradient
 from l2l_ref.tree import tree_map
 
 # log grid of learning rates, three per decade, 1e-4 .. 10
@@ -113,12 +112,21 @@ def run_baseline(
 ) -> onp.ndarray:
     """Losses f(θ_0), ..., f(θ_steps) of baseline `name` at learning rate lr on one instance."""
     init, step = BASELINES[name]
-    gradient = grad(instance.loss)
+    evaluate = value_and_gradient(instance)
     theta, state = instance.theta0, init(instance.theta0)
-    losses = [instance.loss(theta, 0)]
+    losses = []
     for t in range(steps):
-        theta, state = step(theta, state, lambda x, t=t: gradient(x, t), lr)
-        losses.append(instance.loss(theta, t + 1))
+        # f(θ_t) comes with ∇f(θ_t); a step that asks for the gradient elsewhere (NAG's
+        # look-ahead) has it computed there
+        loss, gradient = evaluate(theta, t)
+        losses.append(loss)
+        theta, state = step(
+            theta,
+            state,
+            lambda x, t=t, here=theta, g=gradient: g if x is here else evaluate(x, t)[1],
+            lr,
+        )
+    losses.append(instance.loss(theta, steps))
     return onp.array([float(to_host(loss)) for loss in losses])
 
 

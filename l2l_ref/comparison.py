@@ -16,7 +16,7 @@ from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_lear
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.divergence import DIVERGENCE, diverged, log_final
 from l2l_ref.errors import ConfigError
-from l2l_ref.meta_train import assign_networks, rng_for, run_optimizer
+from l2l_ref.meta_train import assign_networks, rng_for, run_on_each
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
 
@@ -144,9 +144,7 @@ def evaluate(
     test = [checked_sample(problem, test_rng, to_device, "test") for _ in range(test_problems)]
     groups = serving_networks(groups, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
-        lstm = onp.stack(
-            [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in test]
-        )
+        lstm = run_on_each(phi, test, steps, groups, config, to_host)
         results = {"LSTM": summarize(lstm)}
         for name in baselines:
             lr, tuning = tune_learning_rate(name, validation, steps, to_host, grid)

@@ -11,9 +11,10 @@ With ∇_t a constant, θ_t reaches L only through f(θ_t) and θ_{t+1}, so the 
     λ_t = ∂L/∂θ_t = w_t ∇f(θ_t) + λ_{t+1},   ∂L/∂g_t = λ_{t+1}.
 
 f(θ_t) and ∇_t read the same minibatch, so ∇f(θ_t) is the ∇_t that the forward pass fed to m:
-the optimizee is differentiated once per step (value and gradient together) and never
-backpropagated through again. What remains is backpropagation through time in the
-coordinatewise LSTM, from the head down the layers and from h_{t+1}, c_{t+1} back to h_t, c_t.
+the optimizee is differentiated once per step (value and gradient together, by hand where the
+problem has it: Instance.value_and_grad) and never backpropagated through again. What
+remains is backpropagation through time in the coordinatewise LSTM, from the head down the
+layers and from h_{t+1}, c_{t+1} back to h_t, c_t.
 
 Because every coordinate is independent in m, the coordinates of all the tensors one network
 serves are laid side by side, one per column (feature-major), and cut into blocks
@@ -28,14 +29,13 @@ from operator import add
 
 import autograd.numpy as np
 import numpy as onp
-from autograd import value_and_grad
 
 from l2l_ref.architectures.lstm import cell_backward, cell_forward, halved_gates
 from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.errors import ConfigError
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.preprocessing import PREPROCESSORS
-from l2l_ref.problems import Instance
+from l2l_ref.problems import Instance, value_and_gradient
 from l2l_ref.unroll import meta_loss
 
 
@@ -117,7 +117,7 @@ def fused_meta_gradient(
             "unroll.meta_gradient (traced) serves it"
         )
     steps, columns = len(weights) - 1, network_columns(theta, groups)
-    loss_and_grad = value_and_grad(instance.loss)
+    loss_and_grad = value_and_gradient(instance)
     loss, grads = loss_and_grad(theta, t0)
     losses, gradients = [loss], []
     networks, width = {}, max((4 * H for H in config.layers), default=1)
@@ -254,3 +254,84 @@ def backward_unroll(net: dict, grad_columns: list, weights, blocks, tapes, confi
         ],
         "head": {key: reduce(add, [share["head"][key] for share in shares]) for key in ("W", "b")},
     }
+
+
+def run_frozen(
+    phi: dict, instances: list, steps: int, groups: dict, config: OptimizerConfig, to_host
+) -> onp.ndarray:
+    """meta_train.run_optimizer on several instances at once, by the hand-written kernels:
+    the losses f(θ_0), ..., f(θ_steps) of each instance (a row each) under the frozen φ.
+
+    No gradient flows, so no tape is kept: each block holds the state (h, c) of its
+    coordinates and the cell overwrites it step by step. The coordinates of every instance's
+    tensors that one network serves lie side by side, as one batch of blocks (the optimizer
+    is coordinatewise: the instances do not interact).
+    """
+    if not config.module.HAND_WRITTEN:
+        raise ConfigError(f"architecture {config.architecture} has no hand-written forward pass")
+    thetas = [dict(instance.theta0) for instance in instances]
+    evaluations = [value_and_gradient(instance) for instance in instances]
+    columns = network_columns(thetas[0], groups)
+    input_size = PREPROCESSORS[config.preprocessing][1]
+    width = max((4 * H for H in config.layers), default=1)
+    networks = {}
+    for group, names in columns.items():
+        keys = [(i, name) for i in range(len(thetas)) for name in names]
+        sizes = {key: np.size(thetas[key[0]][key[1]]) for key in keys}
+        like = thetas[0][names[0]]
+        n = sum(sizes.values())
+        blocks = coordinate_blocks(n, width * like.dtype.itemsize, like)
+        states = [frozen_state(like, input_size, config.layers, b.stop - b.start) for b in blocks]
+        halved = [halved_gates(layer["W"], layer["b"]) for layer in phi[group]["lstm"]]
+        networks[group] = (sizes, blocks, states, halved)
+    losses = onp.empty((len(instances), steps + 1))
+    for t in range(steps + 1):
+        grads = []
+        for i, (theta, evaluate) in enumerate(zip(thetas, evaluations, strict=True)):
+            if t == steps:  # the last loss needs no gradient
+                losses[i, t] = float(to_host(instances[i].loss(theta, t)))
+                continue
+            loss, grad = evaluate(theta, t)
+            losses[i, t] = float(to_host(loss))
+            grads.append(grad)
+        if t == steps:
+            break
+        for group, (sizes, blocks, states, halved) in networks.items():
+            flat = np.concatenate([np.reshape(grads[i][name], (-1,)) for i, name in sizes])
+            update = frozen_step(phi[group]["head"], halved, flat, blocks, states, config)
+            for (i, name), part in split(update, sizes).items():
+                thetas[i][name] = thetas[i][name] + np.reshape(part, np.shape(thetas[i][name]))
+    return losses
+
+
+def frozen_state(like, input_size: int, layers: tuple, m: int) -> list:
+    """One block's state for run_frozen, zero: per layer [x; h] (n_in + H, m), c (H, m), and
+    the cell's scratch arrays, the gates (4H, m) and tanh(c') (H, m)."""
+    state, n_in = [], input_size
+    for H in layers:
+        zeros = lambda *shape: onp.zeros_like(like, shape=shape)  # noqa: E731
+        state.append({"xh": zeros(n_in + H, m), "c": zeros(H, m), "gates": zeros(4 * H, m),
+                      "tanh_c": zeros(H, m)})  # fmt: skip
+        n_in = H
+    return state
+
+
+def frozen_step(head: dict, halved: list, grad, blocks: list, states: list, config) -> object:
+    """One step of m for one network's coordinates under a frozen φ, block by block, the
+    state updated in place: c' overwrites c, h' the h part of [x; h] (cell_forward reads both
+    before it writes them). Returns the update g, flat."""
+    preprocess = PREPROCESSORS[config.preprocessing][0]
+    update = np.empty_like(grad)
+
+    def forward(b):
+        cols = blocks[b]
+        x = preprocess(np.reshape(grad[cols], (-1, 1)), config.preprocessing_param).T
+        for (W_half, b_half), layer in zip(halved, states[b], strict=True):
+            xh, c, H = layer["xh"], layer["c"], layer["c"].shape[0]
+            xh[:-H] = x
+            x = xh[-H:]
+            cell_forward(W_half, b_half, xh, c, layer["gates"], c, layer["tanh_c"], x)
+        update[cols] = ((head["W"].T @ x + head["b"][:, None]) * config.output_scale)[0]
+
+    run_blocks(forward, range(len(blocks)))
+    return update

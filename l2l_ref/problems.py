@@ -17,6 +17,7 @@ from typing import Any
 
 import autograd.numpy as np
 import numpy as onp
+from autograd import value_and_grad
 from autograd.tracer import getval
 
 from l2l_ref import datasets
@@ -30,11 +31,21 @@ ToDevice = Callable[[onp.ndarray], Any]
 @dataclass(frozen=True)
 class Instance:
     """One optimizee: θ_0 and f(θ, t); `data` holds the host arrays that define f (what the
-    reference vectors record so that another implementation can rebuild f)."""
+    reference vectors record so that another implementation can rebuild f).
+
+    `value_and_grad(θ, t)`, if given, is (f(θ, t), ∇f(θ, t)) written by hand, a faster
+    equivalent of autograd's value_and_grad(loss) (a test holds each to it); the fast paths
+    use it (value_and_gradient), the traced definitions never do."""
 
     theta0: dict
     loss: Callable[[dict, int], Any]
     data: dict = field(default_factory=dict)
+    value_and_grad: Callable[[dict, int], tuple] | None = None
+
+
+def value_and_gradient(instance: Instance) -> Callable[[dict, int], tuple]:
+    """(θ, t) -> (f(θ, t), ∇f(θ, t)): the instance's own, else autograd's."""
+    return instance.value_and_grad or value_and_grad(instance.loss)
 
 
 @dataclass(frozen=True)
@@ -182,7 +193,11 @@ def mlp(
                     x = act(x)
             return cross_entropy(x, y)
 
-        return Instance(theta0, loss, data)
+        def loss_and_gradient(theta: dict, t: int) -> tuple:
+            images, y = minibatch(t)
+            return mlp_value_and_grad(theta, np.reshape(images, (batch, -1)), y, activation)
+
+        return Instance(theta0, loss, data, loss_and_gradient)
 
     base = {"hidden": list(hidden), "activation": activation, "batch": batch}
     return Problem(name, {**(settings or {}), **base, "init_std": init_std}, sample)
@@ -221,6 +236,33 @@ def minibatches(
         "batch_seed": batch_seed,
         "indices": indices,
     }
+
+
+def mlp_value_and_grad(theta: dict, x, onehot, activation: str) -> tuple:
+    """The MLP's cross-entropy and its gradient by hand-written backpropagation: the loss of
+    `mlp` and autograd's gradient of it (tests hold them to each other). θ's tensors may carry
+    leading axes of their own (several nets at once, one per index): W (..., n_in, n_out), b
+    (..., n_out); the loss then has those axes."""
+    layers = len([k for k in theta if k.startswith("W")])
+    inputs, a = [], x
+    for k in range(layers):
+        inputs.append(a)
+        a = a @ theta[f"W{k}"] + theta[f"b{k}"][..., None, :]
+        if k < layers - 1:
+            a = ACTIVATIONS[activation](a)
+    shifted = a - np.max(a, axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    loss = -np.mean(np.sum(onehot * log_probs, axis=-1), axis=-1)
+    delta = (np.exp(log_probs) - onehot) / np.shape(x)[0]  # ∂loss/∂logits
+    grads = {}
+    for k in reversed(range(layers)):
+        grads[f"W{k}"] = np.swapaxes(inputs[k], -1, -2) @ delta
+        grads[f"b{k}"] = np.sum(delta, axis=-2)
+        if k > 0:
+            below = inputs[k]  # act(z) of the layer below
+            slope = below * (1.0 - below) if activation == "sigmoid" else (below > 0)
+            delta = (delta @ np.swapaxes(theta[f"W{k}"], -1, -2)) * slope
+    return loss, {name: grads[name] for name in theta}
 
 
 def cross_entropy(logits, onehot):

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from l2l_ref import blocks, machine
 from l2l_ref.architectures.lstm import lstm_cell, rows_backward, rows_forward
 from l2l_ref.backends import numpy_backend
-from l2l_ref.fused import fused_meta_gradient
+from l2l_ref.fused import fused_meta_gradient, run_frozen
+from l2l_ref.meta_train import run_optimizer
 from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient
@@ -260,3 +261,33 @@ def test_the_fused_meta_gradient_is_the_same_bits_on_the_pool_and_in_one_thread(
         results.append(flatten(result))
     for key, value in results[0].items():
         assert np.array_equal(results[1][key], value), key
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    case=setups(architectures=("lstm",)),
+    steps=st.integers(1, 6),
+    count=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    size=st.sampled_from([8, 200, 2**19]),  # every coordinate a block, a few, one block
+    backend=st.sampled_from([numpy_backend, strict_array]),
+)
+def test_frozen_runs_of_several_problems_agree_with_the_definition(
+    case, steps, count, seed, size, backend
+):
+    """fused.run_frozen (the kernels, no tape, every problem's coordinates in one batch)
+    against meta_train.run_optimizer (the traced plain cell, one problem at a time)."""
+    phi, groups, problem, config, _ = case
+    to_device = lambda a: backend.asarray(a, "float64")  # noqa: E731
+    phi = tree_map(to_device, phi)
+    rng = np.random.default_rng(seed)
+    shapes = {k: np.shape(v) for k, v in problem.theta0.items()}
+    problems = [problem] + [coupled_quadratic(rng, shapes) for _ in range(count - 1)]
+    instances = [p.instance(to_device) for p in problems]
+    plain = dataclasses.replace(config, cell="plain")
+    expected = np.stack(
+        [run_optimizer(phi, inst, steps, groups, plain, backend.to_host) for inst in instances]
+    )
+    with block_bytes(size):
+        found = run_frozen(phi, instances, steps, groups, config, backend.to_host)
+    np.testing.assert_allclose(found, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())

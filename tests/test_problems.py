@@ -93,6 +93,32 @@ def test_mlp_gradient_matches_hand_written_backpropagation():
             np.testing.assert_allclose(exact[key], value, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4)])
+def test_mlp_value_and_gradient_by_hand_are_autograds(activation, hidden):
+    """Instance.value_and_grad of the MLP (the fast paths' gradient) against autograd's of its
+    loss, for one net and for three nets at once along a leading axis."""
+    images, labels = tiny_images()
+    problem = mlp({"train": (images, labels)}, hidden, activation, batch=6, init_std=0.5)
+    instances = [problem.sample(np.random.default_rng(seed), HOST) for seed in range(3)]
+    for t in range(3):
+        for instance in instances:
+            value, gradient = instance.value_and_grad(instance.theta0, t)
+            exact = grad(instance.loss)(instance.theta0, t)
+            assert value == pytest.approx(instance.loss(instance.theta0, t), rel=1e-13)
+            assert gradient.keys() == exact.keys()
+            for key in exact:
+                np.testing.assert_allclose(gradient[key], exact[key], rtol=1e-11, atol=1e-15)
+        first = instances[0]  # the same minibatch for three nets: their θ_0 stacked
+        stacked = {k: np.stack([i.theta0[k] for i in instances]) for k in first.theta0}
+        values, gradients = first.value_and_grad(stacked, t)
+        for n, instance in enumerate(instances):
+            assert values[n] == pytest.approx(first.loss(instance.theta0, t), rel=1e-13)
+            exact = grad(first.loss)(instance.theta0, t)
+            for key in exact:
+                np.testing.assert_allclose(gradients[key][n], exact[key], rtol=1e-11, atol=1e-15)
+
+
 def test_conv_net_gradient_matches_hand_written_backpropagation():
     """Two convolution layers (so that the gradient also flows back through a padded
     convolution and a pooling), without the biases before batch norm."""
