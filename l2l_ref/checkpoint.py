@@ -13,7 +13,7 @@ import secrets
 import signal
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
@@ -53,8 +53,15 @@ def temporary_file(place: Path, prefix: str) -> Iterator[tuple[str, BinaryIO]]:
         with os.fdopen(fd, "wb") as f:
             yield tmp, f
     finally:
-        Path(tmp).unlink(missing_ok=True)  # gone already when it was renamed
+        _remove(tmp)  # gone already when it was renamed
         _UNFINISHED.discard(tmp)
+
+
+def _remove(tmp: str) -> None:
+    """Remove a temporary file if it is there: not when it was renamed, nor when its folder is
+    no folder (a path under a file: ENOTDIR, not ENOENT)."""
+    with suppress(FileNotFoundError, NotADirectoryError):
+        os.unlink(tmp)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -77,7 +84,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 def remove_unfinished() -> None:
     """Remove the temporary files of writes that an interruption cut short."""
     for tmp in list(_UNFINISHED):
-        Path(tmp).unlink(missing_ok=True)
+        _remove(tmp)
         _UNFINISHED.discard(tmp)
 
 

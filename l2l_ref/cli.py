@@ -48,6 +48,12 @@ class UsageError(L2LError):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse's parser, but bad input raises UsageError, and an option is only ever its own
+    whole name: no abbreviations (`search --seed 1` would be taken for `--seeds 1`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):
         raise UsageError(message)
 
@@ -172,7 +178,12 @@ def build_parser() -> Parser:
 
     def training(sub):
         sub.add_argument("--problem", default="quadratic", choices=tuple(presets.PROBLEMS))
-        sub.add_argument("--preset", default="paper", choices=presets.PRESETS)
+        sub.add_argument(
+            "--preset",
+            default="paper",
+            help="paper, deepmind (the released code), or another the problem registers "
+            "(mnist, cifar: paper-zero-head)",
+        )
         sub.add_argument("--epochs", type=positive_int, help="(the preset's default)")
         sub.add_argument("--steps", type=positive_int, default=100, help="optimizee steps per run")
         sub.add_argument(
@@ -517,13 +528,20 @@ def search_command(args) -> int:
     lr_range = args.meta_lr_range or presets.search_range(args.problem, args.preset)
     seeds = "-".join(map(str, args.seeds))
     out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}-s{seeds}"
-    plan = search.Search(base, args.seeds, args.trials, lr_range, out)
     if args.scheduler:
         executor = lambda: search.dask_executor(args.scheduler)  # noqa: E731
         executor()[1]()  # an address that does not answer is refused before any work
     else:
         executor = lambda: search.local_pool(args.workers)  # noqa: E731
-    out.mkdir(parents=True, exist_ok=True)
+    with folder.owned(out):  # one search at a time in a folder, and no train beside it
+        plan = search.Search(base, args.seeds, args.trials, lr_range, out)
+        return search_in(plan, args, executor)
+
+
+def search_in(plan: search.Search, args, executor) -> int:
+    """Run the search `plan` in its folder (owned): its trials, the selection, the comparison
+    of each seed's selected optimizer, the table."""
+    out, lr_range = plan.out, plan.settings["meta_lr_range"]
     plan.save()
     where = args.scheduler or f"{args.workers} local workers"
     print(

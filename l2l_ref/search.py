@@ -32,7 +32,7 @@ from l2l_ref import checkpoint, run
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import write_json
 from l2l_ref.errors import ConfigError, L2LError
-from l2l_ref.folder import STATE, load_state, restore, save_state
+from l2l_ref.folder import STATE, load_state, owned, restore, save_state
 from l2l_ref.machine import machine
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
 from l2l_ref.optimizer import is_shape, network_shapes
@@ -75,17 +75,22 @@ def run_trial(spec: dict, state_folder: str | None = None) -> dict:
     """Meta-train one trial (in a worker): φ as host arrays and the training document. A trial
     whose meta-loss overflows keeps the best φ it validated before, and says so.
 
-    With a state folder (a local pool: the worker sees the search folder), the trial saves
-    its training state there after every epoch, as `train` does, and goes on from a state it
-    finds there, so that a stopped search continues a trial where it stopped, to the same bits.
+    With a state folder (a local pool: the worker sees the search folder), the trial owns that
+    folder while it trains (no `train --resume` of it meanwhile), saves its training state
+    there after every epoch, as `train` does, and goes on from a state it finds there, so that
+    a stopped search continues a trial where it stopped, to the same bits.
     """
-    spec = RunSpec.from_dict(spec)
+    if state_folder is None:
+        return _train_trial(RunSpec.from_dict(spec), None)
+    with owned(Path(state_folder)):
+        return _train_trial(RunSpec.from_dict(spec), Path(state_folder))
+
+
+def _train_trial(spec: RunSpec, place: Path | None) -> dict:
     problem = spec.make_problem()
     start, diverged = time.perf_counter(), None
     state, on_state = None, None
-    if state_folder is not None:
-        place = Path(state_folder)
-        place.mkdir(parents=True, exist_ok=True)
+    if place is not None:
         to_device, to_host = spec.transfers(spec.trained_in)
         try:
             saved, parts, metadata = load_state(place)

@@ -414,3 +414,24 @@ def test_any_command_line_ends_in_a_documented_exit_code(uninterrupted, tmp_path
         check()
     finally:
         os.chdir(Path(__file__).parent.parent)
+
+
+def test_a_search_owns_its_folder_and_each_trial_its_own(tmp_path):
+    """`search` refuses a folder another process owns (a running train, a running search);
+    a trial that trains in its folder owns it, so that `train --resume` of it is refused
+    meanwhile; both in one line, exit 2."""
+    from l2l_ref import search
+    from l2l_ref.run import RunSpec
+
+    out = tmp_path / "search"
+    with folder.owned(out):  # as a running train or search holds it
+        refused = l2l("search", *SMALL, "--trials", "1", "--out", out)
+    assert refused.returncode == 2, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"{out} is in use by another l2l-ref process" in line
+    trial = tmp_path / "trial"
+    spec = RunSpec.from_preset(epochs=1, eval_every=1, validation_problems=2).as_dict()
+    with folder.owned(trial), pytest.raises(folder.FolderInUse):
+        search.run_trial(spec, str(trial))
+    search.run_trial(spec, str(trial))  # free again: it trains
+    assert (trial / folder.STATE).exists()

@@ -29,6 +29,8 @@ from l2l_ref.preprocessing import PREPROCESSORS
 
 ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac}
 
+INITS = ("released", "zero-head", "zeros")
+
 # the largest LSTM layer accepted: far beyond any experiment (the paper's has 20 units), small
 # enough that φ of one network fits comfortably in memory
 MAX_UNITS = 4096
@@ -43,7 +45,9 @@ class OptimizerConfig:
     preprocessing: str = "identity"  # a key of PREPROCESSORS
     preprocessing_param: float = 0.0  # p of Appendix A, k of LogAndSign
     output_scale: float = 1.0
-    init: str = "released"  # "released" (truncated normal) or "zeros"
+    # "released" (truncated normal), "zero-head" (the same, but the head starts at 0: the
+    # untrained optimizer makes no update) or "zeros"
+    init: str = "released"
     # "plain": the cell traced op by op; "fused": the same cell as one autograd primitive
     cell: str = "fused"
     share_networks: bool = False  # one network for all parameter groups
@@ -63,8 +67,10 @@ class OptimizerConfig:
             )
         if self.cell not in ("plain", "fused"):
             raise ConfigError(f"unknown cell {self.cell!r} (plain or fused)")
-        if self.init not in ("released", "zeros"):
-            raise ConfigError(f"unknown initialisation {self.init!r} (released or zeros)")
+        if self.init not in INITS:
+            raise ConfigError(
+                f"unknown initialisation {self.init!r} (choose from {', '.join(INITS)})"
+            )
         if any(not 1 <= units <= MAX_UNITS for units in self.layers):
             raise ConfigError(
                 f"every LSTM layer needs 1 to {MAX_UNITS} units, got {list(self.layers)}"

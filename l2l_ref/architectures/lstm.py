@@ -69,20 +69,23 @@ def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     """φ of one network, on the host, initialised as the released code does (spec §2).
 
     LSTM W and b ~ truncated normal with σ = 1/sqrt(layer input size + H); head W ~ truncated
-    normal with σ = 1/sqrt(H); head b = 0. With init="zeros" every entry is 0 (spec §5's test).
+    normal with σ = 1/sqrt(H); head b = 0. With init="zero-head" the head W is 0 too (drawn
+    all the same, so that the LSTM layers are the released init's), and the untrained
+    optimizer's update is exactly 0; with init="zeros" every entry is 0 (spec §5's test).
     """
 
-    def draw(shape, stddev):
+    def draw(shape, stddev, head=False):
         if config.init == "zeros":
             return onp.zeros(shape)
-        return truncated_normal(rng, shape, stddev)
+        sample = truncated_normal(rng, shape, stddev)
+        return onp.zeros(shape) if head and config.init == "zero-head" else sample
 
     lstm, n_in = [], config.input_size
     for units in config.layers:
         stddev = 1.0 / onp.sqrt(n_in + units)
         lstm.append({"W": draw((n_in + units, 4 * units), stddev), "b": draw((4 * units,), stddev)})
         n_in = units
-    head = {"W": draw((n_in, 1), 1.0 / onp.sqrt(n_in)), "b": onp.zeros(1)}
+    head = {"W": draw((n_in, 1), 1.0 / onp.sqrt(n_in), head=True), "b": onp.zeros(1)}
     return {"lstm": lstm, "head": head}
 
 
