@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
@@ -113,7 +114,9 @@ def read_npz(path: Path, error: type | None = None) -> dict:
             return {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, AttributeError) as e:
+    except (
+        zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, AttributeError,
+    ) as e:  # fmt: skip
         raise error(f"{path}: not a readable file of l2l-ref ({e})") from None
 
 

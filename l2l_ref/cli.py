@@ -15,6 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as onp
 from tqdm import tqdm
 
 from l2l_ref import (
@@ -36,7 +37,7 @@ from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.comparison import table, write_json
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import L2LError
-from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
+from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss, assign_networks
 from l2l_ref.problems import ACTIVATIONS
 from l2l_ref.tree import tree_map
 
@@ -423,6 +424,10 @@ def resume_command(args) -> int:
         if (out / "results.json").exists():
             raise UsageError(f"{out}: the run finished (results.json); nothing to resume")
         problem = spec.make_problem()
+        tensors = problem.sample(onp.random.default_rng(0), onp.asarray).theta0
+        folder.check_groups(
+            out, metadata["groups"], assign_networks(tensors, problem, spec.optimizer)
+        )
         state = folder.restore(parts, metadata, spec.transfers(spec.trained_in)[0])
         return train_in(out, spec, problem, state)
 
@@ -508,6 +513,7 @@ def evaluate_command(args) -> int:
         test_problems=args.test_problems, learning_rates=args.learning_rates,
         backend=args.backend, dtype=args.dtype, validation_problems=args.validation_problems,
     )  # fmt: skip
+    run.check_memory(spec, problem)  # sizes that cannot fit are refused before any work
     if args.json:  # an unwritable place is found out before the evaluation, not after
         folder.check_writable(args.json.parent)
     results = run.compare(spec, phi_host, header["networks"], problem, args.steps, args.seed)
@@ -523,8 +529,8 @@ def evaluate_command(args) -> int:
 
 def search_command(args) -> int:
     base = spec_from_args(args)
-    base.make_problem()
     base.transfers()
+    run.check_memory(base, base.make_problem())  # each trial's run, as train refuses it
     lr_range = args.meta_lr_range or presets.search_range(args.problem, args.preset)
     seeds = "-".join(map(str, args.seeds))
     out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}-s{seeds}"

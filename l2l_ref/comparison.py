@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref import checks
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
 from l2l_ref.checkpoint import write_atomically
 from l2l_ref.divergence import DIVERGENCE, diverged, log_final
@@ -173,6 +174,41 @@ def write_json(path: Path, document: dict) -> None:
     """Write `document` as JSON, atomically, with non-finite numbers as null."""
     text = json.dumps(_finite_or_none(document), indent=1, allow_nan=False)
     write_atomically(Path(path), (text + "\n").encode())
+
+
+def check_results(results, name: str = "results") -> dict:
+    """A comparison's results as read back from a file, every field a table, the report and
+    the figures read: the learned optimizer and at least one baseline, each with its final
+    losses on the same n ≥ 2 problems (null: not finite), their mean, and a baseline's rate
+    and paired difference; the fields of the summaries added since (diverged runs, the log
+    ratio) where they are present."""
+    checks.mapping(results, name)
+    if "LSTM" not in results or len(results) < 2:
+        raise ConfigError(f"{name} must hold LSTM and at least one baseline, not {list(results)}")
+    n = None
+    for optimizer, entry in results.items():
+        where = f"{name}[{optimizer!r}]"
+        checks.mapping(entry, where)
+        finals = checks.numbers(entry["final_losses"], f"{where}.final_losses", infinite=True)
+        n = len(finals) if n is None else n
+        if len(finals) != n or n < 2:
+            raise ConfigError(f"{where}.final_losses has {len(finals)} problems, not {n} (≥ 2)")
+        checks.number(entry["final_mean"], f"{where}.final_mean", infinite=True)
+        if "diverged" in entry:
+            checks.integer(entry["diverged"], f"{where}.diverged", 0, n)
+        if optimizer == "LSTM":
+            continue
+        checks.number(entry["learning_rate"], f"{where}.learning_rate", low=0)
+        paired = checks.mapping(entry["minus_lstm"], f"{where}.minus_lstm")
+        for key in ("mean", "stderr"):
+            value = paired[key]
+            if value is not None:  # null: a blow-up's inf or NaN
+                checks.number(value, f"{where}.minus_lstm.{key}")
+        checks.integer(paired["lstm_lower_on"], f"{where}.minus_lstm.lstm_lower_on", 0, n)
+        if "log_ratio" in paired:
+            ratio = checks.mapping(paired["log_ratio"], f"{where}.minus_lstm.log_ratio")
+            checks.number(ratio["mean"], f"{where}.minus_lstm.log_ratio.mean")
+    return results
 
 
 def _number(value, spec: str) -> str:

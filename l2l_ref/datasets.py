@@ -12,6 +12,7 @@ baseline tuning) and its second half for "test" problems, so the two never share
 """
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as onp
@@ -61,7 +62,7 @@ def read_idx(path: Path, magic: int, ndim: int) -> onp.ndarray:
     if found != magic:
         raise DatasetError(f"{path}: magic number {found:#010x}, expected {magic:#010x}")
     shape = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
-    expected = header + int(onp.prod(shape))
+    expected = header + math.prod(shape)  # Python's integers: a header's 2^31 × 2^31 × 4 too
     if len(raw) != expected:
         raise DatasetError(f"{path}: {len(raw)} bytes, header {shape} says {expected}")
     return onp.frombuffer(raw, dtype=onp.uint8, offset=header).reshape(shape)

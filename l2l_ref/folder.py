@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref import checks
 from l2l_ref.checkpoint import (
     CheckpointError,
     npz_bytes,
@@ -114,23 +115,62 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
     arrays = read_npz(path)
     try:
         metadata = json.loads(str(arrays.pop("metadata")))
-        if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-            raise ValueError(f"not an {FORMAT} version {VERSION} file")
-        spec = RunSpec.from_dict(metadata["run"])
-        epoch, steps = int(metadata["epoch"]), int(metadata["adam_steps"])
-        if not 0 <= epoch <= spec.train.epochs or steps < 0:
-            raise ValueError(f"epoch {epoch} of {spec.train.epochs}, {steps} Adam steps")
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            raise ValueError(f"not an {FORMAT} file")
+        if metadata.get("version") != VERSION:
+            raise ValueError(f"{FORMAT} version {metadata.get('version')!r}, not {VERSION}")
+        spec = RunSpec.from_dict(checks.mapping(metadata["run"], "run"))
+        check_state(metadata, spec)
         groups = metadata["groups"]
-        if not isinstance(groups, dict):
-            raise TypeError(f"groups is {groups!r}")
-    except (KeyError, TypeError, ValueError, AttributeError, L2LError) as error:
+    except KeyError as error:
+        raise CheckpointError(f"{path}: bad state (no {error})") from None
+    except (TypeError, ValueError, AttributeError, L2LError) as error:
         raise CheckpointError(f"{path}: bad state ({error})") from None
     networks = sorted(set(groups.values()))
     parts = {
         part: read_phi(arrays, f"{part}/", spec.optimizer, networks, path)
         for part in ("phi", "adam/m", "adam/v", "best")
     }
+    if any(onp.any(v < 0) for v in flatten(parts["adam/v"]).values()):
+        raise CheckpointError(f"{path}: bad state (Adam's second moments adam/v are negative)")
     return spec, parts, metadata
+
+
+def check_groups(folder: Path, groups: dict, expected: dict) -> None:
+    """A state's tensor → network map is the one its run's problem and optimizer give."""
+    if groups != expected:
+        raise CheckpointError(
+            f"{Path(folder) / STATE}: bad state (groups {groups} are not this run's {expected})"
+        )
+
+
+def check_state(metadata: dict, spec: RunSpec) -> None:
+    """Every field of a state's metadata, and how they fit together: the epoch within the run,
+    one Adam step per unroll of every epoch, the stream's state a generator takes, a meta-loss
+    per epoch, validations from epoch 0 in order up to the epoch, the best among them."""
+    epoch = checks.integer(metadata["epoch"], "epoch", 0, spec.train.epochs)
+    steps = epoch * (spec.train.steps // spec.train.unroll)
+    checks.integer(metadata["adam_steps"], "adam_steps", steps, steps)
+    try:
+        onp.random.PCG64().state = checks.mapping(metadata["train_rng"], "train_rng")
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"train_rng is not a generator's state ({error})") from None
+    checks.numbers(metadata["meta_losses"], "meta_losses", epoch)
+    validation = checks.sequence(metadata["validation"], "validation")
+    epochs = []
+    for k, pair in enumerate(validation):
+        at, loss = checks.sequence(pair, f"validation[{k}]", 2)
+        epochs.append(checks.integer(at, f"validation[{k}] epoch", 0, epoch))
+        checks.number(loss, f"validation[{k}] loss", infinite=True)
+    if not epochs or epochs[0] != 0 or epochs != sorted(set(epochs)):
+        raise ValueError(f"validation epochs {epochs} do not run from 0 upwards")
+    best = checks.integer(metadata["best_epoch"], "best_epoch", 0, epoch)
+    score = checks.number(metadata["best_validation"], "best_validation", infinite=True)
+    scores = {at: checks.number(loss, "", infinite=True) for at, loss in validation}
+    if scores.get(best) != score or score > min(scores.values()):
+        raise ValueError(f"best_epoch {best} is not the best validation {min(scores.values())}")
+    if not checks.names_to_names(metadata["groups"], "groups"):
+        raise ValueError("groups is empty")
 
 
 def restore(parts: dict, metadata: dict, to_device) -> TrainState:

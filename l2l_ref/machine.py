@@ -74,6 +74,18 @@ def one_blas_thread() -> Iterator[None]:
             set_blas_threads(before)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine has available now (Linux's MemAvailable), if known."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
     try:

@@ -15,6 +15,7 @@ from functools import partial
 import numpy as onp
 
 from l2l_ref.baselines import adam_init, adam_update
+from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.fused import fused_meta_gradient, run_frozen
 from l2l_ref.optimizer import OptimizerConfig, init_phi, start_hidden
@@ -54,6 +55,7 @@ class TrainConfig:
     trial: int = 0  # a search's trial: its own φ_0 and training problems (rng_for)
 
     def __post_init__(self):
+        field_types(self)
         for name in ("epochs", "steps", "unroll", "eval_every", "validation_problems"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

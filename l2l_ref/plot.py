@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.checkpoint import write_atomically
+from l2l_ref.comparison import check_results
 from l2l_ref.errors import L2LError
 from l2l_ref.machine import describe
 from l2l_ref.preprocessing import appendix_a, log_and_sign
 from l2l_ref.report import optimizer_label
+from l2l_ref.search import read_record
 
 COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
            "NAG": "tab:purple"}  # fmt: skip
@@ -50,6 +52,7 @@ def load_results(path: Path, training: bool = False) -> dict:
             numbers([loss for _, loss in curves["validation"]])
             numbers([epoch for epoch, _ in curves["validation"]])
         else:
+            check_results(document["results"])
             for entry in document["results"].values():
                 if len(numbers(entry["mean_loss"])) != len(numbers(entry["stderr_loss"])):
                     raise ValueError("mean and standard error curves differ in length")
@@ -60,8 +63,10 @@ def load_results(path: Path, training: bool = False) -> dict:
         title(document)
     except FileNotFoundError:
         raise PlotError(f"{path}: no such file") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise PlotError(f"{path}: not a results file of l2l-ref ({error!r})") from None
+    except KeyError as error:
+        raise PlotError(f"{path}: not a results file of l2l-ref (no {error})") from None
+    except (OSError, ValueError, TypeError, AttributeError, L2LError) as error:
+        raise PlotError(f"{path}: not a results file of l2l-ref ({error})") from None
     return document
 
 
@@ -210,8 +215,8 @@ def is_search(path: Path) -> bool:
 
 def load_search(path: Path) -> dict:
     """A search.json, checked for what plot_search reads."""
+    document = read_record(path)  # every field checked, its errors naming the field
     try:
-        document = json.loads(Path(path).read_text())
         done = [t for t in document["trials"].values() if t["status"] == "done"]
         numbers([t["best_validation"] for t in done] + [t["meta_lr"] for t in done])
         for results in document["test"].values():

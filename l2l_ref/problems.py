@@ -8,6 +8,7 @@ problems of early stopping, baseline tuning and the final comparison (held-out i
 """
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,10 +21,11 @@ import numpy as onp
 from autograd import value_and_grad
 from autograd.tracer import getval
 
-from l2l_ref import datasets
+from l2l_ref import checks, datasets
 from l2l_ref.architectures.lstm import sigmoid
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import ConfigError
+from l2l_ref.machine import available_memory
 
 ToDevice = Callable[[onp.ndarray], Any]
 
@@ -107,6 +109,17 @@ def checked_sample(problem: Problem, rng, to_device: ToDevice, split: str) -> In
     return instance
 
 
+def check_fits(numbers: int, what: str) -> None:
+    """Refuse, before drawing anything, a problem whose instance alone (`numbers` float64s)
+    exceeds the memory this machine has available (settings read from a file can be any)."""
+    available = available_memory()
+    if available is not None and numbers * 8 > available:
+        raise ConfigError(
+            f"{what}: one instance needs {numbers * 8 / 2**30:.3g} GiB, and "
+            f"{available / 2**30:.1f} GiB are available"
+        )
+
+
 def quadratic(
     dims: int = 10, batch: int = 128, distribution: str = "gaussian", init_std: float = 0.01
 ) -> Problem:
@@ -117,8 +130,9 @@ def quadratic(
     """
     if distribution not in ("gaussian", "uniform"):
         raise ConfigError(f"unknown quadratic distribution {distribution!r} (gaussian or uniform)")
-    if dims < 1 or batch < 1:
-        raise ConfigError("quadratic dims and batch must be at least 1")
+    checks.integer(dims, "quadratic dims", 1)
+    checks.integer(batch, "quadratic batch", 1)
+    check_fits(batch * dims * (dims + 2), f"a quadratic of {batch} × {dims} dimensions")
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
         draw = rng.standard_normal if distribution == "gaussian" else rng.random
@@ -172,9 +186,13 @@ def mlp(
         raise ConfigError(
             f"unknown activation {activation!r} (choose from {', '.join(ACTIVATIONS)})"
         )
+    for k, units in enumerate(hidden):
+        checks.integer(units, f"hidden[{k}]", 1)
+    checks.integer(batch, "batch", 1)
     check_batch(splits, batch)
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
     sizes = (int(onp.prod(splits["train"][0].shape[1:])), *hidden, classes)
+    check_fits(sum(a * b + b for a, b in pairwise(sizes)), f"an MLP of sizes {list(sizes)}")
     act = ACTIVATIONS[activation]
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
@@ -341,6 +359,10 @@ def conv_net(
     constant), so their gradients are 0 in exact arithmetic and round-off in practice; the
     released code has them (22,682 parameters). biases=False leaves them out."""
     images, _ = splits["train"]
+    for k, count in enumerate(channels):
+        checks.integer(count, f"channels[{k}]", 1)
+    for setting, value in (("kernel", kernel), ("fc", fc), ("batch", batch)):
+        checks.integer(value, setting, 1)
     check_batch(splits, batch)
     classes = int(max(labels.max() for _, labels in splits.values())) + 1
     height, width, depth = images.shape[1:]
@@ -359,6 +381,7 @@ def conv_net(
     shapes["fc_W"] = (height * width * channels[-1], fc)
     shapes |= {"fc_b": (fc,)} if biases else {}
     shapes |= {"fc_offset": (fc,), "out_W": (fc, classes), "out_b": (classes,)}
+    check_fits(sum(math.prod(s) for s in shapes.values()), f"a conv net of {list(channels)}")
     bias = (lambda theta, name: theta[name]) if biases else (lambda theta, name: 0.0)
     groups = {t: "conv" if t.startswith("conv") and t.endswith("_W") else "fc" for t in shapes}
 

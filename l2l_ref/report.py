@@ -17,8 +17,10 @@ import math
 from pathlib import Path
 
 from l2l_ref.divergence import DIVERGENCE
-from l2l_ref.errors import L2LError
+from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
+from l2l_ref.run import check_document
+from l2l_ref.search import read_record
 
 WIDTH = 28  # of a column of the printed table
 
@@ -113,36 +115,39 @@ def load(paths: list[Path], pool_rates: bool = False) -> list[dict]:
     evaluated anew: at 200 steps, on another net)."""
     entries = []
     for path in map(results_file, paths):
+        reading = path
         try:
             document = json.loads(Path(path).read_text())
-            if document.get("format") == "l2l-ref-search":
-                entries += _search_entries(path, document)
+            if isinstance(document, dict) and document.get("format") == "l2l-ref-search":
+                record = read_record(path)  # its own errors name the field
+                settings = record["settings"]
+                search = {k: settings[k] for k in ("trials", "meta_lr_range")}
+                for seed, results in record["test"].items():
+                    reading = Path(path).parent / f"seed-{seed}" / "results.json"
+                    seed_document = check_document(json.loads(reading.read_text()))
+                    entries.append(_entry(reading, seed_document, results, int(seed), search))
             else:
-                seed = document["seed"]
-                entries.append(_entry(document, document["results"], seed, pooled=pool_rates))
+                document = check_document(document)
+                results, seed = document["results"], document["seed"]
+                entries.append(_entry(path, document, results, seed, pooled=pool_rates))
         except FileNotFoundError as error:
             beside = "" if error.filename == str(path) else f" (the search {path} reads it)"
             raise ReportError(f"{error.filename}: no such file{beside}") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as error:
+            what = f"no {error}" if isinstance(error, KeyError) else str(error)
             raise ReportError(
-                f"{path}: not a results or search file of l2l-ref ({error!r})"
+                f"{reading}: not a results or search file of l2l-ref ({what})"
             ) from None
     return entries
 
 
-def _search_entries(path: Path, document: dict) -> list[dict]:
-    settings = document["settings"]
-    search = {"trials": settings["trials"], "meta_lr_range": settings["meta_lr_range"]}
-    entries = []
-    for seed, results in document["test"].items():
-        folder = Path(path).parent / f"seed-{seed}" / "results.json"
-        seed_document = json.loads(folder.read_text())
-        entries.append(_entry(seed_document, results, int(seed), search))
-    return entries
-
-
 def _entry(
-    document: dict, results: dict, seed: int, search: dict | None = None, pooled: bool = False
+    path: Path,
+    document: dict,
+    results: dict,
+    seed: int,
+    search: dict | None = None,
+    pooled: bool = False,
 ) -> dict:
     """The experiment of a results document (what a claim is about: the problem, and how the
     optimizer was made, every setting but the seed), and its numbers."""
@@ -182,6 +187,7 @@ def _entry(
         "problems": len(lstm["final_losses"]),
         "baselines": baselines,
         "machine": document.get("machine"),  # that trained (l2l_ref.machine); None: not recorded
+        "path": str(path),
     }
 
 
@@ -255,6 +261,12 @@ def summarize(entries: list[dict]) -> list[dict]:
             raise ReportError(f"{group[0]['label']}: a seed is given twice ({sorted(seeds)})")
         group.sort(key=lambda e: e["seed"])
         names = list(group[0]["baselines"])
+        for entry in group:
+            if set(entry["baselines"]) != set(names):
+                raise ReportError(
+                    f"{entry['path']}: baselines {sorted(entry['baselines'])}, but seed "
+                    f"{group[0]['seed']} of the same experiment has {sorted(names)}"
+                )
         across, on_log = {}, {}
         for name in names:
             differences = [e["baselines"][name]["mean"] for e in group]

@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as onp
 
-from l2l_ref import presets
+from l2l_ref import checks, presets
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.checkpoint import CheckpointError
-from l2l_ref.comparison import evaluate
+from l2l_ref.checks import field_types
+from l2l_ref.comparison import check_results, evaluate
 from l2l_ref.errors import ConfigError
-from l2l_ref.machine import machine, one_blas_thread
+from l2l_ref.machine import available_memory, machine, one_blas_thread
 from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.problems import Problem
@@ -43,6 +44,7 @@ class RunSpec:
     train_dtype: str | None = None  # meta-training's precision; None: dtype
 
     def __post_init__(self):
+        field_types(self)
         presets.entry(self.problem, self.preset)
         if self.test_problems < 2:
             raise ConfigError("need at least 2 test problems for a standard error")
@@ -149,23 +151,49 @@ def from_checkpoint(
     """The run a checkpoint's optimizer was trained in, and its problem family, with the
     problem settings `settings_for(problem name)` and the RunSpec and validation `options` on
     top; metadata that does not describe such a run is refused (CheckpointError) before any
-    work."""
+    work: its problem, preset and protocol, its best epoch, and the tensor → network map,
+    which must name exactly the tensors of the problem it was trained on."""
     try:
-        problem = header["problem"]
-        if not isinstance(problem["name"], str) or not isinstance(problem["settings"], dict):
-            raise TypeError(f"problem is {problem!r}")
-        train = dict(header["train"])
+        problem = checks.mapping(header["problem"], "problem")
+        checks.text(problem["name"], "problem.name")
+        checks.mapping(problem["settings"], "problem.settings")
+        if header.get("best_epoch") is not None:
+            checks.integer(header["best_epoch"], "best_epoch", 0)
+        train = dict(checks.mapping(header["train"], "train"))
         if train.get("weights") is not None:
             train["weights"] = tuple(train["weights"])
         train["validation_problems"] = options.pop("validation_problems")
-        settings = {**problem["settings"], **settings_for(problem["name"])}
+        overrides = settings_for(problem["name"])
         spec = RunSpec(
-            problem["name"], header["preset"], settings, optimizer, TrainConfig(**train),
-            **options,
+            problem["name"], header["preset"], {**problem["settings"], **overrides},
+            optimizer, TrainConfig(**train), **options,
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
+        made = spec.make_problem()
+        # the net it was trained on: another --hidden is another net, its other settings (the
+        # data's folder on this machine) are this run's
+        trained_on = (
+            dataclasses.replace(
+                spec,
+                settings={
+                    **problem["settings"],
+                    **overrides,
+                    "hidden": problem["settings"]["hidden"],
+                },
+            ).make_problem()
+            if "hidden" in overrides
+            else made
+        )
+        tensors = trained_on.sample(onp.random.default_rng(0), onp.asarray).theta0
+        if set(header["networks"]) != set(tensors):
+            raise ConfigError(
+                f"networks names {sorted(header['networks'])}, but the problem it was trained "
+                f"on has the tensors {sorted(tensors)}"
+            )
+    except KeyError as error:
+        raise CheckpointError(f"{path}: bad metadata (no {error})") from None
+    except (TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path}: bad metadata ({error})") from None
-    return spec, spec.make_problem()
+    return spec, made
 
 
 def train(
@@ -224,18 +252,6 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
     return tape + hidden + 8 * parameters * width + problems
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this machine has available now (Linux's MemAvailable), if known."""
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def check_memory(spec: RunSpec, problem: Problem) -> None:
     """Refuse, before allocating anything, a run whose estimate exceeds the memory here."""
     needed, available = memory_estimate(spec, problem), available_memory()
@@ -265,6 +281,28 @@ def compare(
             seed=spec.train.seed if seed is None else seed, to_device=to_device,
             to_host=to_host, grid=spec.learning_rates,
         )  # fmt: skip
+
+
+def check_document(document) -> dict:
+    """A results document (`document`'s) as read back from a file, every field that `report`
+    and `plot` read checked: the seed, the problem with its settings, the preset, the
+    optimizer, the horizon, the protocol and the comparison's results
+    (comparison.check_results). Raises ConfigError naming the field."""
+    checks.mapping(document, "the file")
+    checks.integer(document["seed"], "seed", 0)
+    problem = checks.mapping(document["problem"], "problem")
+    checks.text(problem["name"], "problem.name")
+    checks.mapping(problem["settings"], "problem.settings")
+    checks.text(document["preset"], "preset")
+    optimizer = checks.mapping(document["optimizer"], "optimizer")
+    for k, units in enumerate(checks.sequence(optimizer["layers"], "optimizer.layers")):
+        checks.integer(units, f"optimizer.layers[{k}]", 1)
+    checks.integer(document["steps"], "steps", 1)
+    train = checks.mapping(document["train"], "train")
+    checks.integer(train["epochs"], "train.epochs", 1)
+    checks.number(train["meta_lr"], "train.meta_lr", low=0)
+    check_results(document["results"])
+    return document
 
 
 def document(

@@ -19,6 +19,8 @@ import math
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -28,9 +30,9 @@ from pathlib import Path
 
 import numpy as onp
 
-from l2l_ref import checkpoint, run
+from l2l_ref import checkpoint, checks, run
 from l2l_ref.checkpoint import CheckpointError
-from l2l_ref.comparison import write_json
+from l2l_ref.comparison import check_results, write_json
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.folder import STATE, load_state, owned, restore, save_state
 from l2l_ref.machine import machine
@@ -41,6 +43,7 @@ from l2l_ref.tree import flatten, tree_map, unflatten_like
 
 FORMAT, VERSION = "l2l-ref-search", 1
 ATTEMPTS = 2  # a trial whose worker dies is run once more, then reported as failed
+MAX_TRIALS = 100_000  # in one search, all seeds together: each is a whole meta-training
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ def draw_trials(seeds: list[int], trials: int, low: float, high: float) -> list[
         raise ConfigError(f"meta learning rate range must be 0 < LO ≤ HI, got {low}, {high}")
     if trials < 1 or not seeds:
         raise ConfigError("a search needs at least one seed and one trial")
+    if trials * len(seeds) > MAX_TRIALS:
+        raise ConfigError(
+            f"{trials * len(seeds):,} trials is more than a search takes ({MAX_TRIALS:,}), each "
+            "a whole meta-training"
+        )
     plan = []
     for seed in seeds:
         for index in range(trials):
@@ -145,10 +153,14 @@ def local_pool(workers: int) -> tuple[Executor, Callable]:
     return pool, close
 
 
+SCHEDULER_WAIT = 20  # seconds a scheduler has to answer
+
+
 def dask_executor(address: str) -> tuple[Executor, Callable]:
     """An executor on the Dask cluster whose scheduler listens at `address`, and a function
-    that closes the connection. The address is checked with one plain connection first, so
-    that a wrong or silent one is one line, not a client left waiting."""
+    that closes the connection. The address is checked with one plain connection first, and
+    the client must be connected within SCHEDULER_WAIT seconds, so that a wrong, silent or
+    foreign server is one line, not a client left waiting."""
     try:
         from distributed import Client
         from distributed.comm import parse_address, parse_host_port
@@ -160,10 +172,38 @@ def dask_executor(address: str) -> tuple[Executor, Callable]:
             raise ValueError(f"protocol {protocol!r}; expected tcp:// or tls://")
         host, port = parse_host_port(location)
         socket.create_connection((host, port), timeout=10).close()
-        client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError, TypeError) as error:
         raise ConfigError(f"cannot reach a Dask scheduler at {address!r}: {error}") from None
+    probe_scheduler(address)
+    client = Client(address, timeout="10s", set_as_default=False)
     return client.get_executor(pure=False), client.close
+
+
+_PROBE = """import sys
+from distributed import Client
+client = Client(sys.argv[1], timeout="10s", set_as_default=False)
+client.close(timeout=5)
+"""
+
+
+def probe_scheduler(address: str) -> None:
+    """Refuse, in one line, an address where no Dask scheduler answers within SCHEDULER_WAIT
+    seconds: a silent server, or a foreign one whose bytes a client reads as anything (an
+    allocation of exabytes). The client is tried in a process of its own, ended at the time
+    limit (or when this one is stopped), so that nothing of a failed client stays behind."""
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
+            timeout=SCHEDULER_WAIT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        why = "it did not answer"
+    else:
+        if result.returncode == 0:
+            return
+        lines = result.stderr.strip().splitlines()
+        why = lines[-1] if lines else f"exit code {result.returncode}"
+    raise ConfigError(f"no Dask scheduler answers at {address!r} within {SCHEDULER_WAIT} s ({why})")
 
 
 class Search:
@@ -183,24 +223,34 @@ class Search:
             self._resume(path)
 
     def _resume(self, path: Path) -> None:
-        try:
-            previous = json.loads(path.read_text())
-            same = previous["format"] == FORMAT and previous["settings"] == json.loads(
-                json.dumps(self.settings)
-            )
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise L2LError(f"{path}: not a search of l2l-ref ({error})") from None
-        if not same:
+        """Take up what search.json says has finished, all of it checked first (nothing is
+        written before): a trial whose folder lost its checkpoint runs again, a seed whose
+        results.json is gone is compared again."""
+        previous = read_record(path)
+        if previous["settings"] != json.loads(json.dumps(self.settings)):
             raise ConfigError(
                 f"{self.out} holds a search with other settings; choose another --out"
             )
+        plan = {t.folder: t for t in self.plan}
+        try:
+            for name, entry in previous["trials"].items():
+                trial = plan.get(name)
+                if trial is None or (entry["seed"], entry["index"]) != (trial.seed, trial.index):
+                    raise ConfigError(f"trials[{name!r}] is not a trial of this search's plan")
+                if entry["meta_lr"] != trial.meta_lr:
+                    raise ConfigError(f"trials[{name!r}] meta_lr is not the plan's")
+        except L2LError as error:
+            raise L2LError(f"{path}: {error}") from None
         finished = {
             name: entry for name, entry in previous["trials"].items()
             if entry["status"] == "done" and (self.out / name / "checkpoint.npz").exists()
         }  # fmt: skip
         self.record["trials"] = finished
-        self.record["test"] = previous.get("test", {})
-        self.record["selection"] = previous.get("selection", {})
+        self.record["test"] = {
+            seed: results for seed, results in previous["test"].items()
+            if (self.out / f"seed-{seed}" / "results.json").is_file()
+        }  # fmt: skip
+        self.record["selection"] = previous["selection"]
 
     def spec(self, trial: Trial) -> RunSpec:
         return self.base.replace(seed=trial.seed, trial=trial.index, meta_lr=trial.meta_lr)
@@ -255,6 +305,54 @@ class Search:
         )
 
 
+def read_record(path: Path) -> dict:
+    """A search.json, every field checked: the format and version, the settings (a run's), the
+    trials (each its seed, index, rate and status, and a finished one its best validation and
+    epoch), the selection (per seed none or a finished trial) and the test comparisons (per
+    selected seed a comparison's results); anything else is one line naming the field."""
+    try:
+        record = checks.mapping(json.loads(Path(path).read_text()), "the file")
+        if record.get("format") != FORMAT:
+            raise ConfigError(f"format is {record.get('format')!r}, not {FORMAT!r}")
+        checks.integer(record.get("version"), "version", VERSION, VERSION)
+        settings = checks.mapping(record["settings"], "settings")
+        spec = RunSpec.from_dict(checks.mapping(settings["run"], "settings.run"))
+        seeds = checks.sequence(settings["seeds"], "settings.seeds")
+        for k, seed in enumerate(seeds):
+            checks.integer(seed, f"settings.seeds[{k}]", 0)
+        checks.integer(settings["trials"], "settings.trials", 1)
+        low, high = checks.numbers(settings["meta_lr_range"], "settings.meta_lr_range", 2)
+        if not 0 < low <= high:
+            raise ConfigError(f"settings.meta_lr_range {[low, high]} is not 0 < LO ≤ HI")
+        for name, entry in checks.mapping(record["trials"], "trials").items():
+            where = f"trials[{name!r}]"
+            checks.mapping(entry, where)
+            checks.integer(entry["seed"], f"{where}.seed", 0)
+            checks.integer(entry["index"], f"{where}.index", 0)
+            checks.number(entry["meta_lr"], f"{where}.meta_lr", low=0)
+            if entry["status"] == "done":
+                checks.number(entry["best_validation"], f"{where}.best_validation", infinite=True)
+                checks.integer(entry["best_epoch"], f"{where}.best_epoch", 0, spec.train.epochs)
+            elif entry["status"] != "failed":
+                raise ConfigError(f"{where}.status is {entry['status']!r}, not done or failed")
+        for seed, choice in checks.mapping(record["selection"], "selection").items():
+            if choice is not None:
+                name = (
+                    f"seed-{seed}/trial-{checks.mapping(choice, f'selection[{seed!r}]')['index']}"
+                )
+                if record["trials"].get(name, {}).get("status") != "done":
+                    raise ConfigError(f"selection[{seed!r}] is no finished trial ({name})")
+        for seed, results in checks.mapping(record["test"], "test").items():
+            if record["selection"].get(seed) is None:
+                raise ConfigError(f"test[{seed!r}] has no selected trial")
+            check_results(results, f"test[{seed!r}]")
+    except KeyError as error:
+        raise L2LError(f"{path}: not a search of l2l-ref (no {error})") from None
+    except (OSError, ValueError, TypeError, AttributeError, L2LError) as error:
+        raise L2LError(f"{path}: not a search of l2l-ref ({error})") from None
+    return record
+
+
 def phi_of(flat: dict, spec: RunSpec) -> dict:
     """φ from its flattened arrays ('all/lstm/0/W': …), in the structure of spec's networks."""
     groups = {key.split("/")[0] for key in flat}
@@ -295,6 +393,12 @@ def run_trials(search: Search, executor: Callable, progress, keep_state: bool = 
                 attempts[trial] += 1
                 try:
                     outcome = future.result()
+                except OSError as error:  # the machine's (a full disk), not the trial's: exit 4
+                    if not worker_died(error, pool):
+                        raise
+                    if attempts[trial] < ATTEMPTS:
+                        continue
+                    search.fail_trial(trial, error)
                 except Exception as error:
                     if worker_died(error, pool) and attempts[trial] < ATTEMPTS:
                         continue

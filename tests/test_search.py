@@ -307,7 +307,7 @@ def results_file(folder: Path, seed: int, lstm: list, baselines: dict, epochs=10
         differences = [b - a for a, b in zip(lstm, finals, strict=True)]
         mean, stderr = stats(differences)
         results[name] = {
-            "final_losses": finals, "final_mean": stats(finals)[0],
+            "final_losses": finals, "final_mean": stats(finals)[0], "learning_rate": 0.1,
             "minus_lstm": {"mean": mean, "stderr": stderr,
                            "lstm_lower_on": sum(d > 0 for d in differences)},
         }  # fmt: skip

@@ -70,9 +70,8 @@ def test_no_gradient_crosses_the_cut(case):
 
     rng = np.random.default_rng(0)
     direction = tree_map(lambda p: rng.standard_normal(p.shape), phi)
-    eps = 1e-6
 
-    def fd(loss):
+    def fd(loss, eps=1e-6):
         plus = tree_map(lambda p, v: p + eps * v, phi, direction)
         minus = tree_map(lambda p, v: p - eps * v, phi, direction)
         return (loss(plus) - loss(minus)) / (2 * eps)
@@ -81,6 +80,9 @@ def test_no_gradient_crosses_the_cut(case):
     along = sum(float(np.sum(flat_grad[k] * flat_dir[k])) for k in flat_grad)
     frozen, through = fd(frozen_carry), fd(through_the_cut)
     scale = max(1.0, abs(frozen), abs(through))
+    # a kink of the preprocessing (|∇| = e^{-p}, sgn at 0) inside the stencil: differences at
+    # two step sizes disagree there, and there is no derivative to compare with
+    assume(abs(fd(frozen_carry, 2e-6) - frozen) <= 1e-7 * scale)
     assert abs(along - frozen) <= 1e-6 * scale
     assume(abs(through - frozen) > 1e-3 * scale)  # the cut matters in this case
     assert abs(along - through) > 1e-4 * scale

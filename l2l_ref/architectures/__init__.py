@@ -24,6 +24,7 @@ against finite differences, backends, checkpoints).
 from dataclasses import dataclass
 
 from l2l_ref.architectures import lstm, lstm_gac
+from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
 
@@ -55,6 +56,7 @@ class OptimizerConfig:
     gac_units: int = 2  # lstm-gac: the units of each layer that send their global average
 
     def __post_init__(self):
+        field_types(self)
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"unknown architecture {self.architecture!r} "
@@ -64,6 +66,10 @@ class OptimizerConfig:
             raise ConfigError(
                 f"unknown preprocessing {self.preprocessing!r} "
                 f"(choose from {', '.join(PREPROCESSORS)})"
+            )
+        if self.preprocessing != "identity" and not self.preprocessing_param > 0:
+            raise ConfigError(
+                f"{self.preprocessing} needs a positive parameter, got {self.preprocessing_param}"
             )
         if self.cell not in ("plain", "fused"):
             raise ConfigError(f"unknown cell {self.cell!r} (plain or fused)")
