@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as onp
 
-from l2l_ref.errors import L2LError
+from l2l_ref.checks import integer, mapping, sequence, text
+from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.vectors import BASELINE_SETTINGS, FORMAT, TOLERANCE, VERSION
 
 RTOL, ATOL = TOLERANCE["float64"]["rtol"], TOLERANCE["float64"]["atol"]
@@ -71,14 +72,40 @@ def case_names(manifest: dict, path: Path) -> list[str]:
 
 
 def reference_entries(manifest: dict, path: Path) -> dict[str, dict]:
-    """The reference manifest's cases by name, each with the keys verify reads."""
+    """The reference manifest's cases by name, each with the keys verify reads, checked: a
+    damaged manifest is one line naming the case and the field."""
     entries = {}
-    for entry in manifest["cases"]:
-        missing = [key for key in ("name", "kind", "file", "steps", "tensors") if key not in entry]
-        if missing or entry["kind"] not in ("meta", "baselines"):
-            raise MalformedError(f"{path}: case entry {entry.get('name')!r} lacks {missing}")
-        if entry["kind"] == "meta" and "unroll" not in entry:
-            raise MalformedError(f"{path}: meta case {entry['name']!r} lacks its unroll")
+    for k, entry in enumerate(manifest["cases"]):
+        try:
+            mapping(entry, f"case {k}")
+            where = f"case {entry.get('name')!r}"
+            missing = [
+                key for key in ("name", "kind", "file", "steps", "tensors") if key not in entry
+            ]
+            if missing:
+                raise ConfigError(f"{where} lacks {missing}")
+            if entry["kind"] not in ("meta", "baselines"):
+                raise ConfigError(f"{where}: kind {entry['kind']!r} is not meta or baselines")
+            file = text(entry["file"], f"{where} file")
+            if Path(file).name != file or not file.endswith(".npz"):
+                raise ConfigError(f"{where}: file {file!r} is not a .npz beside the manifest")
+            integer(entry["steps"], f"{where} steps", 1)
+            for name, shape in mapping(entry["tensors"], f"{where} tensors").items():
+                for size in sequence(shape, f"{where} tensor {name} shape"):
+                    integer(size, f"{where} tensor {name} shape", 1)
+            if entry["kind"] == "meta":
+                if "unroll" not in entry:
+                    raise ConfigError(f"meta {where} lacks its unroll")
+                integer(entry["unroll"], f"{where} unroll", 1)
+                optimizer = mapping(entry["optimizer"], f"{where} optimizer")
+                sequence(optimizer["layers"], f"{where} optimizer layers")
+            else:
+                for name, settings in mapping(entry["baselines"], f"{where} baselines").items():
+                    mapping(settings, f"{where} baseline {name}")
+        except KeyError as error:
+            raise MalformedError(f"{path}: case {k} lacks {error}") from None
+        except ConfigError as error:
+            raise MalformedError(f"{path}: {error}") from None
         entries[entry["name"]] = entry
     return entries
 
