@@ -153,7 +153,7 @@ def check_state(metadata: dict, spec: RunSpec) -> None:
     checks.integer(metadata["adam_steps"], "adam_steps", steps, steps)
     try:
         onp.random.PCG64().state = checks.mapping(metadata["train_rng"], "train_rng")
-    except (TypeError, ValueError, KeyError) as error:
+    except (TypeError, ValueError, KeyError, OverflowError) as error:
         raise ValueError(f"train_rng is not a generator's state ({error})") from None
     checks.numbers(metadata["meta_losses"], "meta_losses", epoch)
     validation = checks.sequence(metadata["validation"], "validation")

@@ -19,6 +19,8 @@ from functools import cache
 import numpy as onp
 import threadpoolctl
 
+from l2l_ref.errors import ConfigError
+
 # the functions that set the calling thread's BLAS thread count, which threadpoolctl does not
 # wrap (OpenBLAS ≥ 0.3.27, MKL)
 _LOCAL_THREADS = ("openblas_set_num_threads_local", "MKL_Set_Num_Threads_Local")
@@ -114,6 +116,18 @@ def machine() -> dict:
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.machine()}",
     }
+
+
+def check_machine(record, name: str = "machine") -> dict:
+    """A machine record read back from a file: the fields describe() reads, strings."""
+    if not isinstance(record, dict) or not isinstance(record.get("blas"), dict):
+        raise ConfigError(f"{name} must be a record of the machine, not {record!r}")
+    fields = {"cpu": record.get("cpu"), "numpy": record.get("numpy")}
+    fields |= {f"blas.{k}": record["blas"].get(k) for k in ("library", "version", "kernel")}
+    for key, value in fields.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}.{key} must be a string, not {value!r}")
+    return record
 
 
 def describe(record: dict | None = None) -> str:

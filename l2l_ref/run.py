@@ -18,7 +18,7 @@ from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.checks import field_types
 from l2l_ref.comparison import check_results, evaluate
 from l2l_ref.errors import ConfigError
-from l2l_ref.machine import available_memory, machine, one_blas_thread
+from l2l_ref.machine import available_memory, check_machine, machine, one_blas_thread
 from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.problems import Problem
@@ -302,6 +302,9 @@ def check_document(document) -> dict:
     checks.integer(train["epochs"], "train.epochs", 1)
     checks.number(train["meta_lr"], "train.meta_lr", low=0)
     check_results(document["results"])
+    for key in ("machine", "compared_on"):
+        if key in document:
+            check_machine(document[key], key)
     return document
 
 

@@ -35,7 +35,7 @@ from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import check_results, write_json
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.folder import STATE, load_state, owned, restore, save_state
-from l2l_ref.machine import machine
+from l2l_ref.machine import check_machine, machine
 from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
 from l2l_ref.optimizer import is_shape, network_shapes
 from l2l_ref.run import RunSpec
@@ -330,6 +330,8 @@ def read_record(path: Path) -> dict:
             checks.integer(entry["seed"], f"{where}.seed", 0)
             checks.integer(entry["index"], f"{where}.index", 0)
             checks.number(entry["meta_lr"], f"{where}.meta_lr", low=0)
+            if "machine" in entry:
+                check_machine(entry["machine"], f"{where}.machine")
             if entry["status"] == "done":
                 checks.number(entry["best_validation"], f"{where}.best_validation", infinite=True)
                 checks.integer(entry["best_epoch"], f"{where}.best_epoch", 0, spec.train.epochs)
