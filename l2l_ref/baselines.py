@@ -1,7 +1,7 @@
 """Hand-designed optimizers: the tuned baselines of Section 3, and Adam on φ.
 
 Each is written as Torch7's `optim` package computes it, with its default hyper-parameters
-(spec §3); only the learning rate is tuned, on validation problems.
+(docs/spec.md §3); only the learning rate is tuned, on validation problems.
 
 A baseline is a pair (init, step): init(θ) gives its state, step(θ, state, grad_fn, lr)
 gives the next θ and state, where grad_fn(θ) is ∇f at θ.

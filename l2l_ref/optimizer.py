@@ -49,7 +49,7 @@ def optimizer_step(
 
     phi maps a network name to its parameters; groups maps each optimizee tensor's name to the
     network that serves it. Each tensor's coordinates are rows of their own batch with their
-    own hidden state, so no two coordinates ever share a state row (spec §6); the tensors of
+    own hidden state, so no two coordinates ever share a state row (docs/spec.md §6); the tensors of
     one network go to its architecture together, for those that share information.
     """
     updates, new_hidden = {}, {}

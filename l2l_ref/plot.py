@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.checkpoint import write_atomically
-from l2l_ref.comparison import check_results
 from l2l_ref.errors import L2LError
 from l2l_ref.machine import describe
 from l2l_ref.preprocessing import appendix_a, log_and_sign
 from l2l_ref.report import optimizer_label
+from l2l_ref.run import check_document
 from l2l_ref.search import read_record
 
 COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
@@ -52,7 +52,7 @@ def load_results(path: Path, training: bool = False) -> dict:
             numbers([loss for _, loss in curves["validation"]])
             numbers([epoch for epoch, _ in curves["validation"]])
         else:
-            check_results(document["results"])
+            check_document(document)
             for entry in document["results"].values():
                 if len(numbers(entry["mean_loss"])) != len(numbers(entry["stderr_loss"])):
                     raise ValueError("mean and standard error curves differ in length")

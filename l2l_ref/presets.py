@@ -1,5 +1,5 @@
 """The problems the command line knows, each registered once with what its presets set: the
-paper's settings and the released TensorFlow code's (spec §4).
+paper's settings and the released TensorFlow code's (docs/spec.md §4).
 
 | item                  | paper                  | deepmind (released code)          |
 |-----------------------|------------------------|-----------------------------------|
@@ -10,9 +10,9 @@ paper's settings and the released TensorFlow code's (spec §4).
 Quadratics use no preprocessing and output scale 1 in both. MNIST and CIFAR: Appendix A's
 preprocessing (p = 10) and output scale 0.1 in the paper; LogAndSign (k = 5) and output scale
 0.01 in the released code. MNIST and CIFAR also have `paper-zero-head`: the paper's preset
-with the optimizer's head initialised at zero (this project's remedy for meta-training's trap
-at chance; the paper gives no initialisation). The `simple` problem (spec §5) uses an optimizer
-with no LSTM layer, zero-initialised: the update is w·∇ + b.
+with the optimizer's head initialised at zero (the paper gives no initialisation). The
+`simple` problem (docs/spec.md §5) uses an optimizer with no LSTM layer, zero-initialised: the
+update is w·∇ + b.
 
 Adding a problem is one call: register("name", family, paper=Preset(...)). What a preset does
 not say takes the defaults of Preset, TrainConfig and OptimizerConfig.

@@ -151,7 +151,7 @@ def quadratic(
 
 
 def simple() -> Problem:
-    """f(x) = x² from x_0 = 1: the problem of the original Torch test (spec §5)."""
+    """f(x) = x² from x_0 = 1: the problem of the original Torch test (docs/spec.md §5)."""
 
     def sample(rng: onp.random.Generator, to_device: ToDevice, split: str = "train") -> Instance:
         return Instance({"x": to_device(onp.array(1.0))}, lambda theta, t: theta["x"] ** 2)

@@ -11,6 +11,7 @@ stage, each array indexed by step (or by unroll) along its first axis; and names
 it is there to catch, the stage where verify reports it first (tests plant every one of them).
 """
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -30,7 +31,9 @@ from l2l_ref.tree import flatten
 from l2l_ref.unroll import meta_gradient
 
 FORMAT = "l2l-ref-vectors"
-VERSION = 2
+# 3: the cases conv-ties (max pooling's ties) and mlp-gac-networks (GAC with two networks);
+# corrected claims (docs/vectors.md, "Versions")
+VERSION = 3
 ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # Torch7 adam, ε added to sqrt(v)
 # verify's tolerance per stage and step: abs ≤ atol + rtol · max|expected|
 TOLERANCE = {"float64": {"rtol": 1e-6, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-12}}
@@ -83,7 +86,7 @@ class Case:
 
 @dataclass(frozen=True)
 class BaselinesCase:
-    """The four baselines (Torch7 definitions, spec §3) run from one θ_0 at fixed rates."""
+    """The four baselines (Torch7 definitions, docs/spec.md §3) run from one θ_0 at fixed rates."""
 
     name: str
     description: str
@@ -125,6 +128,30 @@ def _conv_images(seed: int = 11, n: int = 6, size: int = 5, classes: int = 3) ->
     labels = rng.integers(0, classes, n)
     labels[:classes] = onp.arange(classes)
     return rng.random((n, size, size, 1)), labels
+
+
+def tied_conv() -> Problem:
+    """The conv-net case's optimizee on images of small integers (0, 1, 2) with a first
+    kernel of small integers (−1, 0, 1) at θ_0: the convolution's sums are exact, and batch
+    norm and ReLU map equal numbers to equal numbers, so that at step 0 many 2 × 2 pooling
+    windows have their maximum twice or more, at a positive value, over different inputs (a
+    test counts them); which of the tied positions gets the gradient then changes the
+    kernel's gradient."""
+    rng = onp.random.default_rng(3)
+    images = rng.integers(0, 3, (6, 6, 6, 1)).astype(float)
+    kernel = rng.integers(-1, 2, (3, 3, 1, 2)).astype(float)
+    base = conv_net(
+        {"train": (images, onp.arange(6) % 3)}, (2,), 3, 4, batch=4, init_std=0.3,
+        name="tiny-conv", biases=False,
+    )  # fmt: skip
+
+    def sample(rng, to_device, split="train") -> Instance:
+        instance = base.sample(rng, to_device, split)
+        theta0 = {**instance.theta0, "conv0_W": to_device(kernel)}
+        return Instance(theta0, instance.loss, instance.data)
+
+    settings = {**base.settings, "data": "integers 0-2, conv0_W integers −1..1"}
+    return Problem(base.name, settings, sample, base.groups)
 
 
 def designed_quadratic() -> Problem:
@@ -185,7 +212,7 @@ FIRST_C = "LSTM layer 0 c"
 CASES = (
     Case(
         "torch-simple",
-        "spec §5, the original Torch test: f(x) = x², x_0 = 1, no LSTM layer (g = w·∇ + b, "
+        "docs/spec.md §5, the original Torch test: f(x) = x², x_0 = 1, no LSTM layer (g = w·∇ + b, "
         "w = b = 0), Σ_{t=0..5} f, meta-Adam lr 0.01; two unrolls of 5; "
         "loss[10] = f(x_5) of the second unroll = 0.73253262 (Torch, float32: 0.7325327)",
         (
@@ -219,8 +246,10 @@ CASES = (
                 "φ after meta-Adam",
                 "all/lstm/0/W",
                 float32=False,
-                why="ε = 1e-8 is 6e-4 of the smallest sqrt(v) here: where it is added moves φ "
-                "by 1e-4 of its size; the baselines case catches it in float32",
+                why="the smallest sqrt(v) is 3.9e-8, so ε/sqrt(v) reaches 0.25 and φ moves by "
+                "1.3e-3 of the stage's scale at all/lstm/0/W (3.6e-2 at all/lstm/1/W): a float32 "
+                "candidate diverges there, but by 1.3 times the tolerance, short of the factor 2 "
+                "a claim needs; the baselines case catches it in float32 with that margin",
             ),
         ),
         SMALL_QUADRATIC,
@@ -265,6 +294,8 @@ CASES = (
             Catch("no small-gradient branch", "step 0", PREPROCESSED_INPUT, "W0"),
             Catch("log 0", "step 0", PREPROCESSED_INPUT, "W0"),
             Catch("no output scale", "step 0", "update g_t", "W0"),
+            # the head's bias is 0 at φ_0: where the scale is applied shows once meta-Adam moved it
+            Catch("output scale before the head bias", "step 5", "update g_t", "W0"),
         ),
         TINY_MLP,
         plain(preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1),
@@ -283,6 +314,7 @@ CASES = (
             Catch("average over each tensor alone", "step 0", "LSTM layer 0 h", "W0"),
             Catch("cell state averaged too", "step 0", FIRST_C, "W0"),
             Catch("average on the next layer only", "step 1", FIRST_C, "W0"),
+            Catch("the mean of each tensor's mean", "step 0", "LSTM layer 0 h", "W0"),
         ),
         TINY_MLP,
         plain(
@@ -302,7 +334,7 @@ CASES = (
         "log-and-sign exercises the preprocessing)",
         (
             Catch("f(θ_0) left out of the released loss", "unroll 0", "meta-loss"),
-            Catch("Appendix A for LogAndSign", "step 0", PREPROCESSED_INPUT, "x"),
+            Catch("Appendix A (p = 10) for LogAndSign", "step 0", PREPROCESSED_INPUT, "x"),
         ),
         quadratic(dims=10, batch=2, distribution="uniform"),
         plain(preprocessing="log_and_sign", preprocessing_param=5.0),
@@ -329,6 +361,16 @@ CASES = (
                 why="where the floor does not apply (|∇| > e^{-5}) ε moves ln(|∇| + ε)/5 by "
                 "at most 3.5e-6, below the float32 tolerance",
             ),
+            Catch(
+                "Appendix A (p = k = 5) for LogAndSign",
+                "step 0",
+                PREPROCESSED_INPUT,
+                "x",
+                float32=False,
+                why="at p = k the two maps differ only where LogAndSign adds ε inside the log "
+                "and where it clips e^k ∇ (|∇| near e^{-5}): by up to 2.9e-6 of the stage here, "
+                "below the float32 tolerance",
+            ),
         ),
         designed_quadratic(),
         plain(preprocessing="log_and_sign", preprocessing_param=5.0),
@@ -346,6 +388,15 @@ CASES = (
             Catch("one network for every tensor", "step 0", FIRST_C, "conv0_W"),
             Catch("unbiased batch variance", "step 0", "loss f(θ_t)"),
             Catch("convolution, not cross-correlation", "step 0", "loss f(θ_t)"),
+            Catch(
+                "batch norm's ε added to σ",
+                "step 0",
+                "loss f(θ_t)",
+                float32=False,
+                why="sqrt(var + ε) against sqrt(var) + ε moves the loss by 4.4e-4, below the "
+                "float32 tolerance; a float32 candidate diverges first in the kernel's gradient "
+                "(step 0, gradient ∇_t, conv0_W, by 0.33)",
+            ),
         ),
         conv_net(
             {"train": _conv_images()},
@@ -367,6 +418,47 @@ CASES = (
         seed=7,
         problem_formula=CONV,
     ),
+    Case(
+        "conv-ties",
+        "conv-net on images of small integers with a first kernel of small integers "
+        "(tied_conv): at step 0 the 2 × 2 max pooling has ties at positive values, over "
+        "different inputs, in many windows; the pooling's gradient is shared equally between "
+        "the tied positions",
+        (
+            Catch("the first maximum takes the gradient", "step 0", "gradient ∇_t", "conv0_W"),
+            Catch("every maximum takes the whole gradient", "step 0", "gradient ∇_t", "conv0_W"),
+        ),
+        tied_conv(),
+        plain(
+            layers=(8, 8), preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1
+        ),
+        PAPER_WEIGHTS,
+        unrolls=1,
+        # as in conv-net, batch norm's exact cancellations leave round-off that Appendix A
+        # magnifies; seed 4 is the first draw whose float32 candidate stays within 1/20 of the
+        # tolerance (seeds 0-11 tried)
+        seed=4,
+        problem_formula=CONV,
+    ),
+    Case(
+        "mlp-gac-networks",
+        "mlp-gac with two networks: one serves W0 and b1, the other b0 and W1 (each network "
+        "has tensors of both layers: the output layer's gradients sum to exactly 0 over its "
+        "coordinates, which would leave a network of it alone a head bias gradient of "
+        "round-off); each network's communication units average over its own tensors only",
+        (Catch("average over every network's tensors", "step 0", "LSTM layer 0 h", "W0"),),
+        dataclasses.replace(TINY_MLP, groups={"W0": "a", "b1": "a", "b0": "b", "W1": "b"}),
+        plain(
+            preprocessing="appendix_a",
+            preprocessing_param=10.0,
+            output_scale=0.1,
+            architecture="lstm-gac",
+        ),
+        PAPER_WEIGHTS,
+        unrolls=1,
+        meta_lr=0.01,
+        problem_formula=MLP,
+    ),
     BaselinesCase(
         "baselines",
         "SGD, RMSprop, Adam and NAG as Torch7's optim computes them, 6 steps each from the "
@@ -375,6 +467,7 @@ CASES = (
             Catch("cross-entropy summed over the minibatch", "step 0", "SGD loss f(θ_t)"),
             Catch("RMSprop ε inside the square root", "step 1", "RMSprop θ_t", "W0"),
             Catch("RMSprop mean square started at ∇²", "step 0", "RMSprop mean square", "W0"),
+            Catch("RMSprop α and 1 − α swapped", "step 0", "RMSprop mean square", "W0"),
             Catch("Adam without bias correction", "step 1", "Adam θ_t", "W0"),
             Catch("PyTorch's Adam", "step 1", "Adam θ_t", "W0"),
             Catch("NAG gradient at θ", "step 1", "NAG gradient ∇_t", "W0"),

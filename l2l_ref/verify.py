@@ -50,8 +50,15 @@ def load_manifest(folder: Path) -> dict:
         raise MalformedError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MalformedError(f"{path}: format is not {FORMAT!r}")
-    if manifest.get("version") != VERSION:
-        raise MalformedError(f"{path}: version {manifest.get('version')!r}, expected {VERSION}")
+    version = manifest.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < VERSION:
+        raise MalformedError(
+            f"{path}: written for version {version} of the reference vectors, and these are "
+            f"version {VERSION} (new cases and corrected claims: docs/vectors.md, 'Versions'); "
+            "run the implementation again on these vectors' inputs"
+        )
+    if version != VERSION:
+        raise MalformedError(f"{path}: version {version!r}, expected {VERSION}")
     if not isinstance(manifest.get("cases"), list) or not manifest["cases"]:
         raise MalformedError(f"{path}: no cases listed")
     names = case_names(manifest, path)
@@ -355,9 +362,16 @@ def report(result: Result, rtol: float, atol: float) -> tuple[str, int]:
             lines.append(f"  {stage:<22} {errors}  {verdict}")
         failed = next((c for c in checks if not c.ok and c.problem != "not given"), None)
         if failed:
-            why = failed.problem or f"max rel err {failed.rel_err:.2g}"
+            # the error of the first failing (step, tensor), and its stage's largest beside it:
+            # the two can differ by orders of magnitude
+            stage_worst = max(
+                (c.rel_err for c in stages[failed.stage] if not math.isnan(c.rel_err)),
+                default=math.nan,
+            )
+            there = f"rel err {failed.rel_err:.2g} there (the stage's largest: {stage_worst:.2g})"
+            why = failed.problem or there
             if failed.problem == "non-finite":
-                why = f"non-finite values (max rel err {failed.rel_err:.2g})"
+                why = f"non-finite values ({there})"
             lines.append(f"case {name}: first divergence at {failed.place()}: {why}")
         else:
             given = sum(1 for group in stages.values() if group[0].problem != "not given")

@@ -2,7 +2,7 @@
 
 It shares no code with l2l_ref: its own LSTM cell, preprocessing and unroll, and a
 hand-written backward pass through time for the meta-gradient. With the paper's ∂∇_t/∂φ = 0
-the adjoint of θ obeys spec §1's closed form, λ_s = w_s ∇f(θ_s) + λ_{s+1} with ∂L/∂g_s =
+the adjoint of θ obeys docs/spec.md §1's closed form, λ_s = w_s ∇f(θ_s) + λ_{s+1} with ∂L/∂g_s =
 λ_{s+1}; with second derivatives kept it gains H(θ_s) · ∂L/∂∇_s, the Hessian-vector product
 of f with what the network's input passes back (problems that give `hvp`). It works in the
 dtype of its inputs (float64 or float32).

@@ -1,7 +1,7 @@
 """The meta-gradient against independent computations (issue: hypothesis-drawn configurations).
 
 - forward values: the plain-NumPy second implementation gives the same losses;
-- first order: spec §1's closed form (reverse cumulative sum of optimizee gradients,
+- first order: docs/spec.md §1's closed form (reverse cumulative sum of optimizee gradients,
   backpropagated through the LSTM by hand), and central differences of the loss with the
   optimizee gradients frozen at their recorded values;
 - second order: central differences of L(φ) itself, and the hand-written adjoint with the

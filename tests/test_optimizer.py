@@ -19,7 +19,7 @@ def n_params(config):
 
 
 def test_parameter_count_matches_spec():
-    # spec §2: 5141 with preprocessing (input 2), 5061 without
+    # docs/spec.md §2: 5141 with preprocessing (input 2), 5061 without
     assert n_params(OptimizerConfig(preprocessing="appendix_a", preprocessing_param=10)) == 5141
     assert n_params(OptimizerConfig()) == 5061
 

@@ -165,7 +165,7 @@ def test_the_released_cifar_net_has_22682_parameters():
     images, labels = tiny_images(n=12, shape=(32, 32, 3), classes=10)
     problem = conv_net({"train": (images, labels)}, batch=4)
     theta0 = problem.sample(np.random.default_rng(0), HOST).theta0
-    assert sum(x.size for x in theta0.values()) == 22682  # spec §3
+    assert sum(x.size for x in theta0.values()) == 22682  # docs/spec.md §3
 
 
 def test_minibatches_are_fixed_per_step_and_split():
@@ -201,7 +201,7 @@ def test_meta_train_and_evaluate_on_fashion_mnist(tmp_path, capsys):
     document = json.loads((out / "results.json").read_text())
     assert document["problem"]["settings"]["data_dir"] == str(REAL)
     results = document["results"]
-    # the network learns something in 10 steps: below chance, ln 10 (spec §6)
+    # the network learns something in 10 steps: below chance, ln 10 (docs/spec.md §6)
     assert results["Adam"]["final_mean"] < np.log(10) - 0.1
     assert all(np.isfinite(entry["final_mean"]) for entry in results.values())
     # generalisation: the same optimizer on a wider ReLU net, for twice the steps

@@ -1,4 +1,5 @@
-"""Truncated backpropagation: values cross an unroll boundary, gradients do not (spec §1, §6)."""
+"""Truncated backpropagation: values cross an unroll boundary, gradients do not
+(docs/spec.md §1, §6)."""
 
 import numpy as np
 from autograd.tracer import isbox

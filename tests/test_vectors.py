@@ -1,7 +1,7 @@
 """Reference vectors and `l2l-ref verify` (issues 5 and 12).
 
 - the committed vectors are what the code exports now, and ship inside the package;
-- the Torch case reproduces spec §5's published numbers;
+- the Torch case reproduces docs/spec.md §5's published numbers;
 - an independent implementation (tests/vectors_candidate.py, no autograd) passes verify in
   float64, and in float32 at the float32 tolerance;
 - every bug a case claims to catch, planted in that implementation, is reported where the
@@ -13,6 +13,7 @@
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import venv
@@ -62,7 +63,7 @@ def test_committed_vectors_are_fresh_and_installed(tmp_path):
 
 
 def test_torch_case_gives_the_published_numbers():
-    """spec §5: dL/dw = 60, dL/db = 30; after one meta-step the second unroll's x_5 = 0.8559
+    """docs/spec.md §5: dL/dw = 60, dL/db = 30; after one meta-step the second unroll's x_5 = 0.8559
     and cost 0.7325327 (Torch's float32 print; float64 gives 0.73253262)."""
     arrays = load(COMMITTED / "torch-simple.npz")
     assert arrays["meta_grad/all/head/W"][0].item() == 60.0
@@ -348,6 +349,15 @@ def malformed(tmp_path: Path, good: Path, kind: str) -> tuple[Path, Path]:
             path.unlink()
         folder.rmdir()
         folder.write_text("{}")
+    elif kind == "a candidate of an older version":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+    elif kind == "a damaged reference case":
+        reference = tmp_path / "reference"
+        shutil.copytree(COMMITTED, reference)
+        manifest = json.loads(json.dumps(MANIFEST))
+        manifest["cases"][1]["steps"] = "ten"
+        (reference / "manifest.json").write_text(json.dumps(manifest))
     elif kind == "reference case without a name":
         reference = tmp_path / "reference"
         reference.mkdir()
@@ -360,7 +370,8 @@ def malformed(tmp_path: Path, good: Path, kind: str) -> tuple[Path, Path]:
 MALFORMED = (
     "no manifest", "not this format", "manifest not JSON", "unknown case", "a case listed twice",
     "missing case file", "unknown stage", "pickled array", "not an npz", "a file, not a folder",
-    "reference case without a name",
+    "reference case without a name", "a candidate of an older version",
+    "a damaged reference case",
 )  # fmt: skip
 
 
@@ -372,3 +383,8 @@ def test_malformed_input_is_one_line_and_exit_2(kind, tmp_path, good, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("l2l-ref: error:"), captured.err
     assert captured.out == ""
+    if kind == "a candidate of an older version":
+        assert (
+            f"written for version 2 of the reference vectors, and these are version "
+            f"{vectors.VERSION}" in lines[0]
+        )

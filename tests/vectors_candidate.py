@@ -117,6 +117,8 @@ class ConvNet(Minibatches):
         centred = x - x.mean(axis=axes)
         ddof = 1 if self.bug == "unbiased batch variance" else 0
         sigma = np.sqrt((centred**2).sum(axis=axes) / (n - ddof) + 1e-3)
+        if self.bug == "batch norm's ε added to σ":
+            sigma = np.sqrt((centred**2).sum(axis=axes) / n) + 1e-3
         return centred / sigma + offset, (centred / sigma, sigma, axes)
 
     @staticmethod
@@ -172,7 +174,16 @@ class ConvNet(Minibatches):
         for k in reversed(range(len(caches))):
             shape, cols, normed_k, bn_k, blocks, pooled = caches[k]
             at_max = blocks == pooled[:, :, None, :, None, :]  # ties share the gradient
-            d_blocks = at_max * (dx / at_max.sum(axis=(2, 4)))[:, :, None, :, None, :]
+            if self.bug == "the first maximum takes the gradient":  # argmax pooling
+                flat = at_max.transpose(0, 1, 3, 5, 2, 4).reshape(*pooled.shape, 4)
+                first = np.arange(4) == flat.argmax(axis=-1)[..., None]
+                at_max = first.reshape(*pooled.shape, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+            share = (
+                1
+                if self.bug == "every maximum takes the whole gradient"
+                else at_max.sum(axis=(2, 4))
+            )
+            d_blocks = at_max * (dx / share)[:, :, None, :, None, :]
             d_act = np.zeros_like(normed_k)
             n, h2, _, w2, _, c = blocks.shape
             d_act[:, : 2 * h2, : 2 * w2] = d_blocks.reshape(n, 2 * h2, 2 * w2, c)
@@ -200,13 +211,27 @@ PROBLEMS = {"simple": Simple, "quadratic": Quadratic, "tiny-mlp": MLP, "tiny-con
 PREPROCESSING_BUGS = (
     "p = 5", "e^{-p} for e^p", "no small-gradient branch", "log 0", "no floor at −1",
     "sign for the clip", "log part clipped at 1", "e^{-k} for e^k", "no ε in the log",
-    "Appendix A for LogAndSign",
+    "Appendix A (p = 10) for LogAndSign", "Appendix A (p = k = 5) for LogAndSign",
 )  # fmt: skip
+POOLING_BUGS = ("the first maximum takes the gradient", "every maximum takes the whole gradient")
 CELL_BUGS = ("gate order", "no forget bias", "rows of W swapped")
 GAC_BUGS = {
     "no global averaging": lambda h, units: h,
     "average over each tensor alone": lambda h, units: {
         name: ref.average_units({name: v}, units)[name] for name, v in h.items()
+    },
+    "the mean of each tensor's mean": lambda h, units: {
+        name: np.concatenate(
+            [
+                v[:, :-units],
+                np.broadcast_to(
+                    sum(u[:, -units:].mean(axis=0) for u in h.values()) / len(h),
+                    v[:, -units:].shape,
+                ),
+            ],
+            axis=1,
+        )
+        for name, v in h.items()
     },
 }
 
@@ -222,7 +247,9 @@ BUGS = (
     "unbiased batch variance", "convolution, not cross-correlation",
     "RMSprop ε inside the square root", "RMSprop mean square started at ∇²",
     "NAG gradient at θ", "PyTorch's Nesterov", *GAC_BUGS, "cell state averaged too",
-    "average on the next layer only",
+    "average on the next layer only", *POOLING_BUGS, "average over every network's tensors",
+    "RMSprop α and 1 − α swapped", "output scale before the head bias",
+    "batch norm's ε added to σ",
 )  # fmt: skip
 
 
@@ -231,8 +258,10 @@ def buggy_preprocess(bug):
 
     def preprocess(g, name, param):
         g = g.reshape(-1, 1)
-        if bug == "Appendix A for LogAndSign":
+        if bug == "Appendix A (p = 10) for LogAndSign":
             name, param = "appendix_a", 10.0
+        if bug == "Appendix A (p = k = 5) for LogAndSign" and name == "log_and_sign":
+            name = "appendix_a"
         if bug == "p = 5":
             param = 5.0
         magnitude, small = np.abs(g), np.abs(g) < math.exp(-param)
@@ -303,21 +332,34 @@ def meta_weights(entry, bug):
 
 
 def step(phi, groups, problem, config, theta, hidden, t, bug):
-    """One optimizee step, layer by layer over the tensors of each network (tensor by tensor
-    within a layer): the stages it records, θ_{t+1} and the state."""
+    """One optimizee step, layer by layer over every network at once (tensor by tensor within
+    a layer, each network's communication units averaged over its own tensors): the stages it
+    records, θ_{t+1} and the state."""
     grads, stages, new_theta = problem.grad(theta, t), {}, dict(theta)
     new_hidden = {name: [] for name in theta}
     units = ref.gac_units(config)
     average = GAC_BUGS.get(bug, ref.average_units)
-    for group, names in ref.by_group(list(theta), groups).items():
-        net, x = phi[group], {}
+    networks = ref.by_group(list(theta), groups)
+
+    def per_network(values):  # each network averages its own tensors, or (bug) all of them
+        if bug == "average over every network's tensors":
+            return average(values, units)
+        out = {}
+        for names in networks.values():
+            out |= average({name: values[name] for name in names}, units)
+        return out
+
+    x = {}
+    for names in networks.values():
         for name in names:  # in the case's order of tensors
             x[name] = ref.preprocess(
                 np.asarray(grads[name]), config.preprocessing, config.preprocessing_param
             )
             stages[f"grad/{name}"], stages[f"preprocessed/{name}"] = grads[name], x[name]
-        for n, layer in enumerate(net["lstm"]):
-            h, c = {}, {}
+    for n in range(len(config.layers)):
+        h, c = {}, {}
+        for group, names in networks.items():
+            layer = phi[group]["lstm"][n]
             for name in names:
                 h[name], c[name], _ = ref.cell_forward(
                     layer["W"], layer["b"], x[name], *hidden[name][n]
@@ -325,16 +367,20 @@ def step(phi, groups, problem, config, theta, hidden, t, bug):
                 if bug == "one buffer updated in place":  # the state's rows: views of one buffer
                     h_rows, c_rows = hidden[name][n]
                     h_rows[...], c_rows[...] = h[name], c[name]
-            outgoing = average(h, units) if units else h
-            if bug == "cell state averaged too" and units:
-                c = ref.average_units(c, units)
-            for name in names:
-                recurrent = h[name] if bug == "average on the next layer only" else outgoing[name]
-                stages[f"lstm/{n}/c/{name}"], stages[f"lstm/{n}/h/{name}"] = c[name], outgoing[name]
-                new_hidden[name].append((recurrent, c[name]))
-            x = outgoing
+        outgoing = per_network(h) if units else h
+        if bug == "cell state averaged too" and units:
+            c = per_network(c)
+        for name in h:
+            recurrent = h[name] if bug == "average on the next layer only" else outgoing[name]
+            stages[f"lstm/{n}/c/{name}"], stages[f"lstm/{n}/h/{name}"] = c[name], outgoing[name]
+            new_hidden[name].append((recurrent, c[name]))
+        x = outgoing
+    for group, names in networks.items():
+        net = phi[group]
         for name in names:
             update = (x[name] @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+            if bug == "output scale before the head bias":
+                update = x[name] @ net["head"]["W"] * config.output_scale + net["head"]["b"]
             update = update.reshape(np.shape(grads[name]))
             stages[f"update/{name}"] = update
             new_theta[name] = (
@@ -524,6 +570,8 @@ def run_baselines_case(entry, arrays, bug, dtype):
                 alpha, eps = settings["alpha"], settings["eps"]
                 if bug == "RMSprop mean square started at ∇²" and t == 0:
                     memory = {k: g[k] * g[k] for k in theta}
+                elif bug == "RMSprop α and 1 − α swapped":
+                    memory = {k: (1 - alpha) * memory[k] + alpha * g[k] * g[k] for k in theta}
                 else:
                     memory = {k: alpha * memory[k] + (1 - alpha) * g[k] * g[k] for k in theta}
                 if bug == "RMSprop ε inside the square root":

@@ -2,7 +2,7 @@
 
 One small network with parameters φ is applied to every coordinate of θ as a row of a batch;
 every coordinate keeps its own hidden state. The network is a stack of LSTM layers (the
-released code's Sonnet cell, spec §2), a linear head to one output and an output scale.
+released code's Sonnet cell, docs/spec.md §2), a linear head to one output and an output scale.
 
 φ for one network is a dict:
     {"lstm": [{"W": (n_in + H, 4H), "b": (4H,)}, ...],   gate order i, j, f, o
@@ -66,12 +66,12 @@ def network_shapes(config: OptimizerConfig) -> dict:
 
 
 def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
-    """φ of one network, on the host, initialised as the released code does (spec §2).
+    """φ of one network, on the host, initialised as the released code does (docs/spec.md §2).
 
     LSTM W and b ~ truncated normal with σ = 1/sqrt(layer input size + H); head W ~ truncated
     normal with σ = 1/sqrt(H); head b = 0. With init="zero-head" the head W is 0 too (drawn
     all the same, so that the LSTM layers are the released init's), and the untrained
-    optimizer's update is exactly 0; with init="zeros" every entry is 0 (spec §5's test).
+    optimizer's update is exactly 0; with init="zeros" every entry is 0 (docs/spec.md §5's test).
     """
 
     def draw(shape, stddev, head=False):
@@ -99,7 +99,7 @@ def start(template, config: OptimizerConfig) -> list:
 
 
 def lstm_cell(layer: dict, x, state: tuple) -> tuple:
-    """Sonnet's LSTM cell (spec §2).
+    """Sonnet's LSTM cell (docs/spec.md §2).
 
     z = [x, h] W + b;  i, j, f, o = split(z, 4)
     c' = σ(f + forget_bias) ⊙ c + σ(i) ⊙ tanh(j);  h' = σ(o) ⊙ tanh(c')
