@@ -183,7 +183,7 @@ def build_parser() -> Parser:
             "--preset",
             default="paper",
             help="paper, deepmind (the released code), or another the problem registers "
-            "(mnist, cifar: paper-zero-head)",
+            "(mnist, cifar: paper-scale-0.01)",
         )
         sub.add_argument("--epochs", type=positive_int, help="(the preset's default)")
         sub.add_argument("--steps", type=positive_int, default=100, help="optimizee steps per run")
@@ -424,7 +424,7 @@ def resume_command(args) -> int:
         if (out / "results.json").exists():
             raise UsageError(f"{out}: the run finished (results.json); nothing to resume")
         problem = spec.make_problem()
-        tensors = problem.sample(onp.random.default_rng(0), onp.asarray).theta0
+        tensors = problem.sample(onp.random.default_rng(0), onp.asarray, "train").theta0
         folder.check_groups(
             out, metadata["groups"], assign_networks(tensors, problem, spec.optimizer)
         )
@@ -531,6 +531,7 @@ def search_command(args) -> int:
     base = spec_from_args(args)
     base.transfers()
     run.check_memory(base, base.make_problem())  # each trial's run, as train refuses it
+    search.reachable_by_workers(args.problem)
     lr_range = args.meta_lr_range or presets.search_range(args.problem, args.preset)
     seeds = "-".join(map(str, args.seeds))
     out = args.out or Path("runs") / f"search-{args.problem}-{args.preset}-s{seeds}"

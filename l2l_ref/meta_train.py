@@ -114,14 +114,20 @@ def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> 
     }
 
 
+def hand_written(opt_config: OptimizerConfig, second_order: bool = False) -> bool:
+    """Whether training takes the hand-written first-order meta-gradient (l2l_ref.fused): the
+    architecture has one, the cell is the fused one, first order. The one rule: training and
+    the memory estimate both read it."""
+    return opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order
+
+
 def meta_gradient_function(
     opt_config: OptimizerConfig, second_order: bool, workspace: dict | None = None
 ) -> Callable:
     """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
     hand-written first-order backward pass (l2l_ref.fused, keeping its tapes in `workspace`)
-    where the architecture has one and the cell is the fused one, else the traced definition
-    (unroll.meta_gradient)."""
-    if opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order:
+    where `hand_written`, else the traced definition (unroll.meta_gradient)."""
+    if hand_written(opt_config, second_order):
         return partial(fused_meta_gradient, workspace=workspace)
     return partial(meta_gradient, second_order=second_order)
 
@@ -186,7 +192,7 @@ def run_on_each(
     """run_optimizer on each instance, a row of losses each: all at once by the hand-written
     kernels (fused.run_frozen) where the architecture has them and the cell is the fused one,
     the same numbers up to rounding (tests/test_fused.py); else one by one."""
-    if config.module.HAND_WRITTEN and config.cell == "fused":
+    if hand_written(config):
         return run_frozen(phi, instances, steps, groups, config, to_host)
     return onp.stack(
         [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in instances]
@@ -270,7 +276,7 @@ def meta_train(
     phi, adam_state, best = state.phi, state.adam, state.result
     workspace = {}
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        instance = problem.sample(train_rng, to_device)
+        instance = problem.sample(train_rng, to_device, "train")
         try:
             phi, adam_state, losses, _ = train_epoch(
                 phi, adam_state, instance, groups, opt_config, config, to_host, epoch, workspace

@@ -222,9 +222,10 @@ def optimizer_label(optimizer: dict) -> str:
     """The learned optimizer of a results or search file in words: "LSTM 20×20 + GAC (2
     units averaged)"."""
     layers = "×".join(map(str, optimizer["layers"])) or "no LSTM"
-    if optimizer.get("architecture", "lstm") == "lstm-gac":
-        layers += f" + GAC ({optimizer['gac_units']} units averaged)"
-    return f"LSTM {layers}"
+    architecture = optimizer.get("architecture", "lstm")
+    if architecture == "lstm-gac":
+        return f"LSTM {layers} + GAC ({optimizer['gac_units']} units averaged)"
+    return f"LSTM {layers}" if architecture == "lstm" else f"{architecture} {layers}"
 
 
 def _label(experiment: dict) -> str:

@@ -19,7 +19,14 @@ from l2l_ref.checks import field_types
 from l2l_ref.comparison import check_results, evaluate
 from l2l_ref.errors import ConfigError
 from l2l_ref.machine import available_memory, check_machine, machine, one_blas_thread
-from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, assign_networks, meta_train
+from l2l_ref.meta_train import (
+    TrainConfig,
+    TrainResult,
+    TrainState,
+    assign_networks,
+    hand_written,
+    meta_train,
+)  # fmt: skip
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.problems import Problem
 from l2l_ref.tree import flatten, tree_map
@@ -183,7 +190,7 @@ def from_checkpoint(
             if "hidden" in overrides
             else made
         )
-        tensors = trained_on.sample(onp.random.default_rng(0), onp.asarray).theta0
+        tensors = trained_on.sample(onp.random.default_rng(0), onp.asarray, "train").theta0
         if set(header["networks"]) != set(tensors):
             raise ConfigError(
                 f"networks names {sorted(header['networks'])}, but the problem it was trained "
@@ -228,7 +235,9 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
     """Bytes a run needs at its peak, roughly: the unroll's tape (tape_bytes; four times that
     for the traced, second-order path), the hidden states, φ with its Adam moments and
     gradients, and the validation and test problems."""
-    first, second = (problem.sample(onp.random.default_rng(k), onp.asarray) for k in (0, 1))
+    first, second = (
+        problem.sample(onp.random.default_rng(k), onp.asarray, "train") for k in (0, 1)
+    )
     coordinates = sum(onp.size(x) for x in first.theta0.values())
     own = [
         v
@@ -241,7 +250,7 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
     width = onp.dtype(spec.dtype).itemsize
     units, n_in = sum(spec.optimizer.layers), spec.optimizer.input_size
     tape = tape_bytes(spec.train.unroll, coordinates, spec.optimizer.layers, n_in, width)
-    if spec.train.second_order or spec.optimizer.cell != "fused":
+    if not hand_written(spec.optimizer, spec.train.second_order):  # autograd's tape
         tape *= 4
     hidden = 6 * coordinates * units * width
     parameters = sum(

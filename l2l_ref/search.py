@@ -18,6 +18,7 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as onp
 
-from l2l_ref import checkpoint, checks, run
+from l2l_ref import checkpoint, checks, presets, run
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import check_results, write_json
 from l2l_ref.errors import ConfigError, L2LError
@@ -128,9 +129,25 @@ def compare_selected(spec: dict, phi: dict, groups: dict) -> tuple[dict, dict]:
     return run.compare(RunSpec.from_dict(spec), phi, groups), machine()
 
 
-def _one_thread_each(threads: int) -> None:
-    """Worker initializer: the cores shared out between the pool's workers."""
+def _start_worker(threads: int, problems: dict) -> None:
+    """Worker initializer: the cores shared out between the pool's workers, and every problem
+    the search's process knows (a script may register its own under `if __name__ ==
+    "__main__":`, which a spawned worker does not run)."""
     os.environ["L2L_REF_THREADS"] = str(threads)
+    presets.PROBLEMS.update(problems)
+
+
+def reachable_by_workers(problem: str) -> None:
+    """Refuse, before any work, a problem whose registration cannot be sent to worker
+    processes (its family made where a worker cannot import it: a lambda, a function inside
+    another)."""
+    try:
+        pickle.dumps(presets.PROBLEMS[problem])
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise ConfigError(
+            f"problem {problem}: its family cannot be sent to the search's worker processes "
+            f"({error}); define it at the top level of a module"
+        ) from None
 
 
 def local_pool(workers: int) -> tuple[Executor, Callable]:
@@ -138,7 +155,7 @@ def local_pool(workers: int) -> tuple[Executor, Callable]:
     thread pools are running), the cores shared out between them; and what shuts them down."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, context, _one_thread_each, (threads,))
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (threads, dict(presets.PROBLEMS)))
 
     def close():
         # a search that stops (Ctrl-C, SIGTERM) stops its workers too, rather than waiting for

@@ -81,3 +81,56 @@ def test_one_registration_makes_a_problem_known(monkeypatch, tmp_path, capsys):
     assert "mine, preset paper" in capsys.readouterr().out
     assert main([*args[:-1], str(tmp_path / "other"), "--preset", "deepmind"]) == 2
     assert "problem mine has no preset 'deepmind'" in capsys.readouterr().err
+
+
+def family_without_a_default_split() -> l2l_ref.Problem:
+    """A family whose sample takes the split with no default (the contract names it)."""
+
+    def sample(rng, to_device, split):
+        theta0 = {"w": to_device(rng.standard_normal(3))}
+        return l2l_ref.Instance(theta0, lambda theta, t: anp.sum(theta["w"] ** 2))
+
+    return l2l_ref.Problem("no-default-split", {}, sample)
+
+
+def test_a_sample_without_a_default_split_trains():
+    """meta_train and the memory estimate pass the split by name (they called sample with two
+    arguments, a bare TypeError)."""
+    config = l2l_ref.OptimizerConfig(layers=(2,))
+    train = l2l_ref.TrainConfig(epochs=1, steps=2, unroll=1, validation_problems=1)
+    l2l_ref.meta_train(family_without_a_default_split(), config, train)
+
+
+def test_a_preset_with_an_unknown_training_setting_is_one_line():
+    with pytest.raises(l2l_ref.L2LError, match=r"Preset\(training=\.\.\.\) has no 'epoch'"):
+        l2l_ref.Preset(training={"epoch": 3})
+
+
+def test_a_problem_registered_in_the_parent_reaches_the_search_workers(tmp_path, monkeypatch):
+    """A script that registers its problem under `if __name__ == "__main__":` (here: this
+    process only) searches on worker processes that never ran that code."""
+    from l2l_ref import search
+    from l2l_ref.run import RunSpec
+
+    monkeypatch.setattr(presets, "PROBLEMS", dict(presets.PROBLEMS))
+    l2l_ref.register_problem("no-default-split", family_without_a_default_split)
+    search.reachable_by_workers("no-default-split")
+    base = RunSpec.from_preset(
+        "no-default-split", layers=(2,), epochs=1, steps=2, unroll=1, eval_every=1,
+        validation_problems=1, test_problems=2, learning_rates=(0.1,),
+    )  # fmt: skip
+    plan = search.Search(base, [0], 1, (0.01, 0.02), tmp_path)
+    search.run_trials(plan, lambda: search.local_pool(1), type("Bar", (), {"update": print})())
+    assert plan.record["trials"]["seed-0/trial-0"]["status"] == "done", plan.record["trials"]
+    l2l_ref.register_problem("made-in-place", lambda: family_without_a_default_split())
+    with pytest.raises(l2l_ref.L2LError, match="cannot be sent to the search's worker"):
+        search.reachable_by_workers("made-in-place")
+
+
+def test_an_architecture_of_ones_own_is_named_by_its_name():
+    from l2l_ref.report import optimizer_label
+
+    assert optimizer_label({"layers": [3], "architecture": "mlp-opt"}) == "mlp-opt 3"
+    assert optimizer_label({"layers": [20, 20], "architecture": "lstm"}) == "LSTM 20×20"
+    with pytest.raises(l2l_ref.L2LError, match="gac_units is a setting of lstm-gac"):
+        l2l_ref.OptimizerConfig(gac_units=999)
