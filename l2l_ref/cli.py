@@ -364,6 +364,11 @@ def optimizee_settings(args, problem: str) -> dict:
 
 def spec_from_args(args, seed: int = 0, meta_lr: float | None = None) -> run.RunSpec:
     """The run that `train`'s or `search`'s options describe."""
+    if args.gac_units is not None and (args.architecture or "lstm") != "lstm-gac":
+        raise UsageError(
+            f"--gac-units is a setting of --architecture lstm-gac, not of "
+            f"{args.architecture or 'lstm'}"
+        )
     return run.RunSpec.from_preset(
         args.problem, args.preset, optimizee_settings(args, args.problem), args.layers,
         meta_lr, args.architecture, args.gac_units, epochs=args.epochs, steps=args.steps,

@@ -132,5 +132,4 @@ def test_an_architecture_of_ones_own_is_named_by_its_name():
 
     assert optimizer_label({"layers": [3], "architecture": "mlp-opt"}) == "mlp-opt 3"
     assert optimizer_label({"layers": [20, 20], "architecture": "lstm"}) == "LSTM 20×20"
-    with pytest.raises(l2l_ref.L2LError, match="gac_units is a setting of lstm-gac"):
-        l2l_ref.OptimizerConfig(gac_units=999)
+    assert main(["train", "--gac-units", "999", "--epochs", "1"]) == 2

@@ -81,11 +81,6 @@ class OptimizerConfig:
             raise ConfigError(
                 f"every LSTM layer needs 1 to {MAX_UNITS} units, got {list(self.layers)}"
             )
-        if self.architecture != "lstm-gac" and self.gac_units != 2:
-            raise ConfigError(
-                f"gac_units is a setting of lstm-gac, not of {self.architecture} "
-                f"(got {self.gac_units})"
-            )
         if self.architecture == "lstm-gac" and not all(
             1 <= self.gac_units <= units for units in self.layers
         ):
