@@ -517,13 +517,18 @@ def command_lines(place: Path, good: Path) -> list[tuple[str, list[str]]]:
     return lines
 
 
+RUNNING = ("running-train", "running-search")  # folders of commands that run meanwhile
+
+
 def snapshot(place: Path) -> dict:
     """Every file under `place` with its size and modification time: what a refusal must
-    leave as it was."""
+    leave as it was (but the files the running commands write)."""
     return {
         path: (path.stat().st_size, path.stat().st_mtime_ns)
         for path in place.rglob("*")
-        if path.is_file() and path.name != ".lock"
+        if path.is_file()
+        and path.name != ".lock"
+        and path.relative_to(place).parts[0] not in RUNNING
     }
 
 
