@@ -29,8 +29,8 @@ from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
 from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.machine import describe, one_blas_thread
-from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, start_hidden, train_epoch
-from l2l_ref.optimizer import OptimizerConfig
+from l2l_ref.meta_train import TrainConfig, init_phi, start_hidden, train_epoch
+from l2l_ref.optimizer import OptimizerConfig, assign_networks
 from l2l_ref.presets import optimizer_for
 from l2l_ref.problems import Instance, Problem, mlp, quadratic
 

@@ -37,8 +37,9 @@ from l2l_ref.checkpoint import load as load_checkpoint
 from l2l_ref.checkpoint import save as save_checkpoint
 from l2l_ref.comparison import evaluate
 from l2l_ref.errors import L2LError
-from l2l_ref.meta_train import TrainConfig, assign_networks, meta_train, run_optimizer
-from l2l_ref.optimizer import ARCHITECTURES, OptimizerConfig, init_phi
+from l2l_ref.frozen import run_optimizer
+from l2l_ref.meta_train import TrainConfig, meta_train
+from l2l_ref.optimizer import ARCHITECTURES, OptimizerConfig, assign_networks, init_phi
 from l2l_ref.presets import Preset
 from l2l_ref.presets import register as register_problem
 from l2l_ref.problems import Instance, Problem

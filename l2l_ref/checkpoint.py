@@ -6,22 +6,16 @@ Layout: one array per leaf of φ under 'phi/<group>/lstm/<layer>/W' (and .../b,
 temporary name in the same folder and renamed, so a crash never leaves half a file behind.
 """
 
-import io
 import json
-import os
-import secrets
-import signal
 import zipfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as onp
 
 from l2l_ref.errors import ConfigError, L2LError
+from l2l_ref.files import npz_bytes, write_atomically
 from l2l_ref.machine import machine
 from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
 from l2l_ref.tree import flatten, unflatten_like
@@ -31,75 +25,6 @@ FORMAT, VERSION = "l2l-ref-checkpoint", 2  # 2: with the tensor → network assi
 
 class CheckpointError(L2LError):
     """A checkpoint that cannot be used, with the reason."""
-
-
-# temporary files being written: removed on the way out, however the program stops
-_UNFINISHED: set[str] = set()
-
-
-_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-@contextmanager
-def temporary_file(place: Path, prefix: str) -> Iterator[tuple[str, BinaryIO]]:
-    """A new file PLACE/PREFIX.<random>.tmp, open for writing, removed when the block ends and
-    on the program's way out, however it stops: its name is registered before the file
-    exists, so no moment of an interruption leaves one behind (a kill -9 can, and the next
-    run on the folder removes it)."""
-    tmp = str(Path(place) / f"{prefix}.{secrets.token_hex(6)}.tmp")
-    _UNFINISHED.add(tmp)
-    try:
-        # mode 0666 less the umask: the mode a plain write would give
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            yield tmp, f
-    finally:
-        _remove(tmp)  # gone already when it was renamed
-        _UNFINISHED.discard(tmp)
-
-
-def _remove(tmp: str) -> None:
-    """Remove a temporary file if it is there: not when it was renamed, nor when its folder is
-    no folder (a path under a file: ENOTDIR, not ENOENT)."""
-    with suppress(FileNotFoundError, NotADirectoryError):
-        os.unlink(tmp)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` in one rename: readers see the old file or the new one. Ctrl-C,
-    SIGTERM and SIGHUP are held while this thread writes; one that another thread receives
-    can still stop the write, which is then undone (the temporary file removed)."""
-    path = Path(path)
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is
-    try:  # blocked inside the try, so that the finally restores it
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
-        with temporary_file(path.parent, f".{path.name}") as (tmp, f):
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, path)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-def remove_unfinished() -> None:
-    """Remove the temporary files of writes that an interruption cut short."""
-    for tmp in list(_UNFINISHED):
-        _remove(tmp)
-        _UNFINISHED.discard(tmp)
-
-
-def npz_bytes(arrays: dict) -> bytes:
-    """An .npz archive of `arrays` whose bytes depend on the arrays only (sorted names, fixed
-    timestamps): the same run writes the same file."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for key in sorted(arrays):
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            with archive.open(info, "w") as entry:
-                onp.lib.format.write_array(entry, onp.asarray(arrays[key]), allow_pickle=False)
-    return buffer.getvalue()
 
 
 def read_npz(path: Path, error: type | None = None) -> dict:

@@ -34,10 +34,12 @@ from l2l_ref import (
 from l2l_ref.architectures import ARCHITECTURES
 from l2l_ref.backends import BACKENDS
 from l2l_ref.baselines import LEARNING_RATES
-from l2l_ref.comparison import table, write_json
+from l2l_ref.comparison import table
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import L2LError
-from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss, assign_networks
+from l2l_ref.files import remove_unfinished, write_json
+from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
+from l2l_ref.optimizer import assign_networks
 from l2l_ref.problems import ACTIVATIONS
 from l2l_ref.tree import tree_map
 
@@ -706,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum in STOPPING:  # the cleanup finishes, whatever signal comes now
             signal.signal(signum, signal.SIG_IGN)
         try:
-            checkpoint.remove_unfinished()
+            remove_unfinished()
         finally:
             for signum, handler in entry.items():
                 if handler is not None:

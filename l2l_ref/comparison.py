@@ -5,21 +5,19 @@ stopping uses), never on the test problems; every optimizer then runs on the sam
 problems, drawn from a stream of the seed that training never touches.
 """
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as onp
 
 from l2l_ref import checks
 from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_learning_rate
-from l2l_ref.checkpoint import write_atomically
 from l2l_ref.divergence import DIVERGENCE, diverged, log_final
 from l2l_ref.errors import ConfigError
-from l2l_ref.meta_train import assign_networks, rng_for, run_on_each
-from l2l_ref.optimizer import OptimizerConfig
+from l2l_ref.frozen import run_on_each
+from l2l_ref.optimizer import OptimizerConfig, assign_networks
 from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
+from l2l_ref.streams import rng_for
 
 
 def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
@@ -157,23 +155,6 @@ def evaluate(
                 "tuning": {str(rate): entry for rate, entry in tuning.items()},
             }
     return results
-
-
-def _finite_or_none(value):
-    """JSON has no inf or NaN: write them as null."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, document: dict) -> None:
-    """Write `document` as JSON, atomically, with non-finite numbers as null."""
-    text = json.dumps(_finite_or_none(document), indent=1, allow_nan=False)
-    write_atomically(Path(path), (text + "\n").encode())
 
 
 def check_results(results, name: str = "results") -> dict:

@@ -22,15 +22,9 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref import checks
-from l2l_ref.checkpoint import (
-    CheckpointError,
-    npz_bytes,
-    read_npz,
-    read_phi,
-    temporary_file,
-    write_atomically,
-)
+from l2l_ref.checkpoint import CheckpointError, read_npz, read_phi
 from l2l_ref.errors import L2LError
+from l2l_ref.files import npz_bytes, temporary_file, write_atomically
 from l2l_ref.machine import machine
 from l2l_ref.meta_train import TrainResult, TrainState
 from l2l_ref.run import RunSpec

@@ -17,21 +17,12 @@ import numpy as onp
 from l2l_ref.baselines import adam_init, adam_update
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
-from l2l_ref.fused import fused_meta_gradient, run_frozen
-from l2l_ref.optimizer import OptimizerConfig, init_phi, start_hidden
+from l2l_ref.frozen import run_on_each
+from l2l_ref.fused import fused_meta_gradient
+from l2l_ref.optimizer import OptimizerConfig, assign_networks, hand_written, init_phi, start_hidden
 from l2l_ref.problems import Instance, Problem, ToDevice, checked_sample, host_float64
-from l2l_ref.unroll import meta_gradient, unroll
-
-# independent random streams derived from one seed
-STREAMS = {"init": 0, "train": 1, "validation": 2, "test": 3, "search": 4}
-
-
-def rng_for(seed: int, stream: str, trial: int = 0) -> onp.random.Generator:
-    """The seeded generator of one stream; streams of one seed never share draws. A search's
-    trials (l2l_ref.search) have their own init, train and search streams, `trial` 0 being
-    the plain run of the seed; validation and test problems are the seed's, shared."""
-    key = [STREAMS[stream], seed] + ([trial] if trial else [])
-    return onp.random.default_rng(key)
+from l2l_ref.streams import rng_for
+from l2l_ref.unroll import meta_gradient
 
 
 @dataclass(frozen=True)
@@ -106,21 +97,6 @@ class NonFiniteMetaLoss(RuntimeError):
         self.result: TrainResult | None = None  # the best φ found before, set by meta_train
 
 
-def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> dict[str, str]:
-    """Which optimizer network serves each optimizee tensor: its parameter group's own, or
-    one network for all with config.share_networks."""
-    return {
-        name: "all" if config.share_networks else problem.group_of(name) for name in tensor_names
-    }
-
-
-def hand_written(opt_config: OptimizerConfig, second_order: bool = False) -> bool:
-    """Whether training takes the hand-written first-order meta-gradient (l2l_ref.fused): the
-    architecture has one, the cell is the fused one, first order. The one rule: training and
-    the memory estimate both read it."""
-    return opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order
-
-
 def meta_gradient_function(
     opt_config: OptimizerConfig, second_order: bool, workspace: dict | None = None
 ) -> Callable:
@@ -163,40 +139,6 @@ def train_epoch(
             losses.append(L)
             phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr_at(epoch))
     return phi, adam_state, losses, theta
-
-
-def run_optimizer(
-    phi: dict,
-    instance: Instance,
-    steps: int,
-    groups: dict,
-    config: OptimizerConfig,
-    to_host: Callable = onp.asarray,
-) -> onp.ndarray:
-    """Losses f(θ_0), ..., f(θ_steps) of the learned optimizer, φ frozen, on one instance."""
-    theta0 = instance.theta0
-    losses, _, _ = unroll(
-        phi, theta0, start_hidden(theta0, config), instance, 0, steps, groups, config
-    )
-    return onp.array([float(to_host(loss)) for loss in losses])
-
-
-def run_on_each(
-    phi: dict,
-    instances: list,
-    steps: int,
-    groups: dict,
-    config: OptimizerConfig,
-    to_host: Callable = onp.asarray,
-) -> onp.ndarray:
-    """run_optimizer on each instance, a row of losses each: all at once by the hand-written
-    kernels (fused.run_frozen) where the architecture has them and the cell is the fused one,
-    the same numbers up to rounding (tests/test_fused.py); else one by one."""
-    if hand_written(config):
-        return run_frozen(phi, instances, steps, groups, config, to_host)
-    return onp.stack(
-        [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in instances]
-    )
 
 
 def mean_final_loss(

@@ -2,15 +2,22 @@
 every tensor of θ (Eq. 1), with one network per parameter group; m itself is an architecture
 of l2l_ref.architectures."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import autograd.numpy as np
 import numpy as onp
 
 from l2l_ref.architectures import ARCHITECTURES, OptimizerConfig
 from l2l_ref.tree import tree_map
 
+if TYPE_CHECKING:  # the optimizer does not depend on the optimizees, only on group_of
+    from l2l_ref.problems import Problem
+
 __all__ = [
-    "ARCHITECTURES", "OptimizerConfig", "init_network", "init_phi", "is_shape", "network_shapes",
-    "optimizer_step", "start_hidden",
+    "ARCHITECTURES", "OptimizerConfig", "assign_networks", "hand_written", "init_network",
+    "init_phi", "is_shape", "network_shapes", "optimizer_step", "start_hidden",
 ]  # fmt: skip
 
 
@@ -61,3 +68,18 @@ def optimizer_step(
         new_hidden |= states
         updates |= {n: np.reshape(step[n], np.shape(grads[n])) for n in columns}
     return updates, new_hidden
+
+
+def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> dict[str, str]:
+    """Which optimizer network serves each optimizee tensor: its parameter group's own, or
+    one network for all with config.share_networks."""
+    return {
+        name: "all" if config.share_networks else problem.group_of(name) for name in tensor_names
+    }
+
+
+def hand_written(opt_config: OptimizerConfig, second_order: bool = False) -> bool:
+    """Whether training takes the hand-written first-order meta-gradient (l2l_ref.fused): the
+    architecture has one, the cell is the fused one, first order. The one rule: training and
+    the memory estimate both read it."""
+    return opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as onp
 
-from l2l_ref.checkpoint import write_atomically
 from l2l_ref.errors import L2LError
+from l2l_ref.files import write_atomically
 from l2l_ref.machine import describe
 from l2l_ref.preprocessing import appendix_a, log_and_sign
 from l2l_ref.report import optimizer_label

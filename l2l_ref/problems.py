@@ -22,7 +22,7 @@ from autograd import value_and_grad
 from autograd.tracer import getval
 
 from l2l_ref import checks, datasets
-from l2l_ref.architectures.lstm import sigmoid
+from l2l_ref.activations import relu, sigmoid
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import ConfigError
 from l2l_ref.machine import available_memory
@@ -157,10 +157,6 @@ def simple() -> Problem:
         return Instance({"x": to_device(onp.array(1.0))}, lambda theta, t: theta["x"] ** 2)
 
     return Problem("simple", {}, sample)
-
-
-def relu(x):
-    return np.maximum(x, 0.0)
 
 
 ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu}

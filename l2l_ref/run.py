@@ -19,15 +19,14 @@ from l2l_ref.checks import field_types
 from l2l_ref.comparison import check_results, evaluate
 from l2l_ref.errors import ConfigError
 from l2l_ref.machine import available_memory, check_machine, machine, one_blas_thread
-from l2l_ref.meta_train import (
-    TrainConfig,
-    TrainResult,
-    TrainState,
+from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, meta_train
+from l2l_ref.optimizer import (
+    OptimizerConfig,
     assign_networks,
     hand_written,
-    meta_train,
-)  # fmt: skip
-from l2l_ref.optimizer import OptimizerConfig, is_shape, network_shapes
+    is_shape,
+    network_shapes,
+)
 from l2l_ref.problems import Problem
 from l2l_ref.tree import flatten, tree_map
 

@@ -33,13 +33,15 @@ import numpy as onp
 
 from l2l_ref import checkpoint, checks, presets, run
 from l2l_ref.checkpoint import CheckpointError
-from l2l_ref.comparison import check_results, write_json
+from l2l_ref.comparison import check_results
 from l2l_ref.errors import ConfigError, L2LError
+from l2l_ref.files import write_json
 from l2l_ref.folder import STATE, load_state, owned, restore, save_state
 from l2l_ref.machine import check_machine, machine
-from l2l_ref.meta_train import NonFiniteMetaLoss, rng_for
+from l2l_ref.meta_train import NonFiniteMetaLoss
 from l2l_ref.optimizer import is_shape, network_shapes
 from l2l_ref.run import RunSpec
+from l2l_ref.streams import rng_for
 from l2l_ref.tree import flatten, tree_map, unflatten_like
 
 FORMAT, VERSION = "l2l-ref-search", 1

@@ -14,7 +14,6 @@ it is there to catch, the stage where verify reports it first (tests plant every
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
-from importlib.resources import files
 from pathlib import Path
 
 import autograd.numpy as np
@@ -22,23 +21,23 @@ import numpy as onp
 from autograd import grad
 
 from l2l_ref.baselines import BASELINES, adam_init, adam_update
-from l2l_ref.checkpoint import npz_bytes, write_atomically
-from l2l_ref.meta_train import assign_networks
-from l2l_ref.optimizer import OptimizerConfig, init_phi, start_hidden
+from l2l_ref.files import npz_bytes, write_atomically
+from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_phi, start_hidden
 from l2l_ref.preprocessing import PREPROCESSORS
 from l2l_ref.problems import Instance, Problem, conv_net, mlp, quadratic, simple
 from l2l_ref.tree import flatten
 from l2l_ref.unroll import meta_gradient
+from l2l_ref.vector_format import (
+    ADAM,
+    BASELINE_HYPER,
+    BASELINE_STATES,
+    DEFAULT_FOLDER,
+    FORMAT,
+    TOLERANCE,
+    VERSION,
+)  # fmt: skip
 
-FORMAT = "l2l-ref-vectors"
-# 3: the cases conv-ties (max pooling's ties) and mlp-gac-networks (GAC with two networks);
-# corrected claims (docs/vectors.md, "Versions")
-VERSION = 3
-ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # Torch7 adam, ε added to sqrt(v)
-# verify's tolerance per stage and step: abs ≤ atol + rtol · max|expected|
-TOLERANCE = {"float64": {"rtol": 1e-6, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-12}}
-# the committed vectors, shipped inside the package
-DEFAULT_FOLDER = Path(str(files("l2l_ref") / "reference_vectors"))
+__all__ = ["CASES", "DEFAULT_FOLDER", "FORMAT", "TOLERANCE", "VERSION", "compute", "export"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +98,15 @@ class BaselinesCase:
     kind: str = "baselines"
 
 
-# each baseline's fixed hyper-parameters (baselines.py's defaults) and the named parts of its
-# state, each a dict of tensors
+# each baseline's fixed hyper-parameters and the named parts of its state, each a dict of
+# tensors (the names in BASELINE_STATES)
+_STATE_PARTS = {
+    "mean_square": lambda state: state, "m": lambda state: state["m"],
+    "v": lambda state: state["v"], "velocity": lambda state: state,
+}  # fmt: skip
 BASELINE_SETTINGS = {
-    "SGD": ({}, {}),
-    "RMSprop": ({"alpha": 0.99, "eps": 1e-8}, {"mean_square": lambda state: state}),
-    "Adam": (ADAM, {"m": lambda state: state["m"], "v": lambda state: state["v"]}),
-    "NAG": ({"momentum": 0.9}, {"velocity": lambda state: state}),
+    name: (BASELINE_HYPER[name], {part: _STATE_PARTS[part] for part in parts})
+    for name, parts in BASELINE_STATES.items()
 }
 
 

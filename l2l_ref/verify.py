@@ -27,7 +27,7 @@ import numpy as onp
 
 from l2l_ref.checks import integer, mapping, sequence, text
 from l2l_ref.errors import ConfigError, L2LError
-from l2l_ref.vectors import BASELINE_SETTINGS, FORMAT, TOLERANCE, VERSION
+from l2l_ref.vector_format import BASELINE_STATES, FORMAT, TOLERANCE, VERSION
 
 RTOL, ATOL = TOLERANCE["float64"]["rtol"], TOLERANCE["float64"]["atol"]
 AGREE, DIVERGE, PARTIAL = 0, 1, 3  # exit codes (2: malformed input, in the command line)
@@ -199,7 +199,7 @@ def baselines_schedule(entry: dict) -> list[tuple[str, str, int]]:
         for t in range(entry["steps"] + 1):
             order += [(f"{name} θ_t", f"step {t}", t), (f"{name} loss f(θ_t)", f"step {t}", t)]
             if t < entry["steps"]:
-                parts = ["gradient ∇_t", *(p.replace("_", " ") for p in BASELINE_SETTINGS[name][1])]
+                parts = ["gradient ∇_t", *(p.replace("_", " ") for p in BASELINE_STATES[name])]
                 order += [(f"{name} {part}", f"step {t}", t) for part in parts]
     return order
 

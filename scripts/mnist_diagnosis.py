@@ -16,9 +16,9 @@ import numpy as onp
 from autograd import grad
 
 import l2l_ref
-from l2l_ref.meta_train import rng_for
 from l2l_ref.optimizer import optimizer_step, start_hidden
 from l2l_ref.problems import checked_sample
+from l2l_ref.streams import rng_for
 
 STEPS_SHOWN = (0, 1, 5, 10, 25, 50, 99)
 

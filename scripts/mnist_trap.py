@@ -77,10 +77,10 @@ def trace_trial(data_dir: str, seed: int, variant: str, epochs: int) -> None:
     from mnist_diagnosis import trace
 
     from l2l_ref import presets, run
-    from l2l_ref.meta_train import rng_for
     from l2l_ref.optimizer import optimizer_step, start_hidden
     from l2l_ref.problems import checked_sample
     from l2l_ref.search import draw_trials
+    from l2l_ref.streams import rng_for
 
     (plan,) = draw_trials([seed], 1, *presets.search_range("mnist", "paper"))
     spec = run.RunSpec.from_preset(

@@ -215,8 +215,8 @@ def test_image_problems_agree_with_numpy(device):
     """One epoch of two meta-steps on the MLP and on the conv net (slicing, padding, pooling,
     batch norm, two optimizer networks): bit-identical on the stand-in and on NumPy, within
     the agreement tolerance on CuPy."""
-    from l2l_ref.meta_train import TrainConfig, assign_networks, init_phi, train_epoch
-    from l2l_ref.optimizer import OptimizerConfig
+    from l2l_ref.meta_train import TrainConfig, init_phi, train_epoch
+    from l2l_ref.optimizer import OptimizerConfig, assign_networks
     from l2l_ref.problems import conv_net, mlp
 
     rng = np.random.default_rng(0)

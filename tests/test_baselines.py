@@ -14,9 +14,9 @@ from l2l_ref.baselines import (
     run_baseline,
     tune_learning_rate,
 )
-from l2l_ref.meta_train import rng_for
 from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.problems import Instance, quadratic, simple
+from l2l_ref.streams import rng_for
 
 BACKEND = get_backend("numpy")
 

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from l2l_ref import checkpoint
+from l2l_ref import checkpoint, files
 from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.tree import flatten
 
@@ -117,7 +117,7 @@ def test_missing_file(tmp_path):
 def test_files_get_the_mode_a_plain_write_would(tmp_path):
     mask = os.umask(0o027)
     try:
-        checkpoint.write_atomically(tmp_path / "atomic", b"x")
+        files.write_atomically(tmp_path / "atomic", b"x")
         (tmp_path / "plain").write_bytes(b"x")
     finally:
         os.umask(mask)
@@ -126,7 +126,7 @@ def test_files_get_the_mode_a_plain_write_would(tmp_path):
 
 
 def interrupted_at_line(k: int):
-    """A tracer that raises KeyboardInterrupt at the k-th line that checkpoint.py runs, as a
+    """A tracer that raises KeyboardInterrupt at the k-th line that files.py runs, as a
     signal's Python handler would, which runs between any two lines."""
     seen = [0]
 
@@ -138,7 +138,7 @@ def interrupted_at_line(k: int):
         return local
 
     def calls(frame, event, arg):
-        return local if frame.f_code.co_filename == checkpoint.__file__ else None
+        return local if frame.f_code.co_filename == files.__file__ else None
 
     return calls
 
@@ -152,7 +152,7 @@ def test_an_interruption_at_any_line_of_a_write_leaves_the_old_or_the_new_file(t
         path.write_bytes(b"old")
         sys.settrace(interrupted_at_line(k))
         try:
-            checkpoint.write_atomically(path, b"new")
+            files.write_atomically(path, b"new")
         except KeyboardInterrupt:
             finished = False
         else:
@@ -162,7 +162,7 @@ def test_an_interruption_at_any_line_of_a_write_leaves_the_old_or_the_new_file(t
             # stopped on the line that restores the signal mask, the signals stay held (the
             # program is ending then); this process's children must not inherit that
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        checkpoint.remove_unfinished()
+        files.remove_unfinished()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["file"], k
         assert path.read_bytes() in (b"old", b"new")
         if finished:
@@ -177,7 +177,7 @@ def test_failed_write_keeps_the_previous_file(saved, monkeypatch):
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", broken_fsync)
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, phi, {}, CONFIG, {})
     assert path.read_bytes() == before

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from l2l_ref import report
-from l2l_ref.comparison import paired_difference, sign_test, summarize, table, write_json
+from l2l_ref.comparison import paired_difference, sign_test, summarize, table
 from l2l_ref.divergence import DIVERGENCE, diverged, log_final
+from l2l_ref.files import write_json
 
 
 def curves(starts, finals):

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from l2l_ref import blocks, machine
 from l2l_ref.architectures.lstm import lstm_cell, rows_backward, rows_forward
 from l2l_ref.backends import numpy_backend
+from l2l_ref.frozen import run_optimizer
 from l2l_ref.fused import fused_meta_gradient, run_frozen
-from l2l_ref.meta_train import run_optimizer
 from l2l_ref.optimizer import OptimizerConfig, init_network
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient

@@ -14,16 +14,10 @@ import pytest
 
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
-from l2l_ref.meta_train import (
-    TrainConfig,
-    assign_networks,
-    init_phi,
-    rng_for,
-    start_hidden,
-    train_epoch,
-)
-from l2l_ref.optimizer import OptimizerConfig
+from l2l_ref.meta_train import TrainConfig, init_phi, start_hidden, train_epoch
+from l2l_ref.optimizer import OptimizerConfig, assign_networks
 from l2l_ref.problems import simple
+from l2l_ref.streams import rng_for
 from l2l_ref.unroll import meta_gradient
 
 

@@ -7,9 +7,10 @@ from hypothesis import strategies as st
 
 from l2l_ref.architectures.lstm import truncated_normal
 from l2l_ref.backends import get_backend
-from l2l_ref.meta_train import assign_networks, init_phi, rng_for, start_hidden
-from l2l_ref.optimizer import OptimizerConfig, init_network, optimizer_step
+from l2l_ref.meta_train import init_phi, start_hidden
+from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_network, optimizer_step
 from l2l_ref.problems import quadratic
+from l2l_ref.streams import rng_for
 from l2l_ref.tree import flatten
 from l2l_ref.unroll import meta_gradient
 

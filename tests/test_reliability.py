@@ -190,12 +190,12 @@ def test_a_run_under_nohup_is_not_stopped_by_sighup(tmp_path):
 
 SIGNAL_AGAIN_DURING_CLEANUP = """
 import os, signal, sys
-from l2l_ref import checkpoint, cli
-finish = checkpoint.remove_unfinished
+from l2l_ref import cli
+finish = cli.remove_unfinished
 def cleanup():
     os.kill(os.getpid(), signal.SIGTERM)  # a second signal (kill, or timeout passing one on)
     finish()
-checkpoint.remove_unfinished = cleanup
+cli.remove_unfinished = cleanup
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -16,8 +16,9 @@ from unittest import mock
 
 import numpy as np
 
+from l2l_ref.files import npz_bytes
 from l2l_ref.optimizer import OptimizerConfig
-from l2l_ref.vectors import FORMAT, VERSION, npz_bytes
+from l2l_ref.vectors import FORMAT, VERSION
 from tests import numpy_reference as ref
 
 

@@ -27,6 +27,7 @@ import numpy as onp
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
+from l2l_ref.activations import sigmoid
 from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.preprocessing import PREPROCESSORS
 
@@ -34,11 +35,6 @@ if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
 FORGET_BIAS = 1.0
-
-
-def sigmoid(x):
-    """Logistic function, written with tanh so it cannot overflow."""
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
 def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> onp.ndarray:
