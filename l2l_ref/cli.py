@@ -621,7 +621,9 @@ def plot_command(args) -> int:
 
 
 def vectors_command(args) -> int:
-    for path in vectors.export(args.out):
+    with folder.owned(args.out):  # one writer at a time, as for every folder a command fills
+        written = vectors.export(args.out)
+    for path in written:
         print(path)
     return 0
 
