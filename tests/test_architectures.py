@@ -1,6 +1,8 @@
 """The contract every registered optimizer architecture keeps (l2l_ref.architectures): a new
 architecture is one module and one line in ARCHITECTURES, and these tests then hold it to the
-same standard as the LSTM.
+same standard as the LSTM. Beside the registered ones they hold a second kind to it, a
+coordinatewise MLP with no recurrent state (tests/coordinatewise_mlp.py, registered for these
+tests alone), so that the contract cannot quietly assume the LSTM's state.
 
 - φ has the declared shapes; the start state and one step have the right shapes and dtype;
 - permuting the coordinates permutes the updates (the network is the same for every
@@ -33,12 +35,23 @@ from l2l_ref.optimizer import (
 )
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
-from tests import strict_array
+from tests import coordinatewise_mlp, strict_array
 from tests.numpy_reference import coupled_quadratic
 from tests.test_backends import agree
 from tests.test_meta_gradient import assert_close_directional, directional_fd, inner
 
-NAMES = sorted(ARCHITECTURES)
+NAMES = [*sorted(ARCHITECTURES), "coordinatewise-mlp"]
+
+
+@pytest.fixture(autouse=True)
+def the_test_architecture(monkeypatch):
+    """The MLP architecture registered while each test of this module runs."""
+    monkeypatch.setitem(ARCHITECTURES, "coordinatewise-mlp", coordinatewise_mlp)
+
+
+def leaves(state) -> list:
+    """The arrays of a state, whatever its structure (the LSTM's (h, c) per layer, none)."""
+    return list(flatten(state).values()) if state not in ((), [], {}) else []
 
 
 def config_for(architecture, **changes):
@@ -64,16 +77,13 @@ def test_phi_state_and_step_have_the_declared_shapes(architecture):
     assert declared.keys() == made.keys()
     assert all(made[k].shape == tuple(declared[k]) for k in declared)
     phi, groups, grads, hidden = two_tensors(rng, config)
-    for name, state in start_hidden(grads, config).items():
-        assert [(h.shape, c.shape) for h, c in state] == [
-            ((np.size(grads[name]), units),) * 2 for units in config.layers
-        ]
-        assert all(not h.any() and not c.any() for h, c in state)
+    for name, state in start_hidden(grads, config).items():  # a row per coordinate, zero
+        assert all(len(leaf) == np.size(grads[name]) and not leaf.any() for leaf in leaves(state))
     updates, new_hidden = optimizer_step(phi, grads, hidden, groups, config)
     for name in grads:
         assert updates[name].shape == np.shape(grads[name]) and updates[name].dtype == np.float64
-        assert [(h.shape, c.shape) for h, c in new_hidden[name]] == [
-            (h.shape, c.shape) for h, c in hidden[name]
+        assert [x.shape for x in leaves(new_hidden[name])] == [
+            x.shape for x in leaves(hidden[name])
         ]
 
 
@@ -86,16 +96,13 @@ def test_permuting_the_coordinates_permutes_the_updates(architecture, seed):
     phi, groups, grads, hidden = two_tensors(rng, config)
     order = rng.permutation(6)
     permuted_grads = {"a": grads["a"].reshape(-1)[order].reshape(2, 3), "b": grads["b"]}
-    permuted_hidden = {
-        "a": [(h[order], c[order]) for h, c in hidden["a"]], "b": hidden["b"],
-    }  # fmt: skip
+    permuted_hidden = {"a": tree_map(lambda x: x[order], hidden["a"]), "b": hidden["b"]}
     updates, states = optimizer_step(phi, grads, hidden, groups, config)
     moved, moved_states = optimizer_step(phi, permuted_grads, permuted_hidden, groups, config)
     np.testing.assert_allclose(moved["a"].reshape(-1), updates["a"].reshape(-1)[order], rtol=1e-12)
     np.testing.assert_allclose(moved["b"], updates["b"], rtol=1e-12)
-    for (h, c), (h_moved, c_moved) in zip(states["a"], moved_states["a"], strict=True):
-        np.testing.assert_allclose(h_moved, h[order], rtol=1e-12)
-        np.testing.assert_allclose(c_moved, c[order], rtol=1e-12)
+    for leaf, moved_leaf in zip(leaves(states["a"]), leaves(moved_states["a"]), strict=True):
+        np.testing.assert_allclose(moved_leaf, leaf[order], rtol=1e-12)
 
 
 @pytest.mark.parametrize("architecture", NAMES)
@@ -181,7 +188,7 @@ def test_the_stand_in_computes_the_same_bits(architecture, second_order):
 
 @pytest.mark.parametrize("architecture", NAMES)
 def test_checkpoints_keep_the_architecture(architecture, tmp_path):
-    config = config_for(architecture, gac_units=3)
+    config = config_for(architecture, gac_units=3 if architecture == "lstm-gac" else 2)
     phi = {"all": init_network(np.random.default_rng(2), config)}
     checkpoint.save(tmp_path / "c.npz", phi, {"x": "all"}, config, {})
     loaded, loaded_config, header = checkpoint.load(tmp_path / "c.npz")

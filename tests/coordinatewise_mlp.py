@@ -1,0 +1,46 @@
+"""A second optimizer architecture, for the contract tests alone: a coordinatewise MLP with no
+recurrent state, g = (tanh(x W_1 + b_1) … W_head + b_head) · scale on each coordinate's
+preprocessed gradient x. Written as a module of the architecture interface
+(l2l_ref/architectures/__init__.py), it shows that the interface does not assume an LSTM: its
+state is an empty tuple per tensor."""
+
+import autograd.numpy as np
+import numpy as onp
+
+from l2l_ref.preprocessing import PREPROCESSORS
+
+COORDINATEWISE, HAND_WRITTEN = True, False
+
+
+def network_shapes(config) -> dict:
+    layers, n_in = [], config.input_size
+    for units in config.layers:
+        layers.append({"W": (n_in, units), "b": (units,)})
+        n_in = units
+    return {"layers": layers, "head": {"W": (n_in, 1), "b": (1,)}}
+
+
+def init_network(rng: onp.random.Generator, config) -> dict:
+    def draw(shape):
+        return rng.standard_normal(shape) / onp.sqrt(shape[0])
+
+    shapes = network_shapes(config)
+    return {
+        "layers": [{"W": draw(s["W"]), "b": onp.zeros(s["b"])} for s in shapes["layers"]],
+        "head": {"W": draw(shapes["head"]["W"]), "b": onp.zeros(1)},
+    }
+
+
+def start(template, config) -> tuple:
+    return ()
+
+
+def step(net: dict, columns: dict, hidden: dict, config) -> tuple[dict, dict]:
+    preprocess = PREPROCESSORS[config.preprocessing][0]
+    updates = {}
+    for name, column in columns.items():
+        x = preprocess(column, config.preprocessing_param)
+        for layer in net["layers"]:
+            x = np.tanh(x @ layer["W"] + layer["b"])
+        updates[name] = (x @ net["head"]["W"] + net["head"]["b"]) * config.output_scale
+    return updates, {name: () for name in columns}
