@@ -6,7 +6,6 @@ meta-loss that overflows stops training with exit code 1 and leaves the last goo
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -443,19 +442,11 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
     """Meta-train in the run folder `out` (owned), from `state` if given; save the best φ and
     the state as training goes; then compare, print and write the results."""
     path = out / "checkpoint.npz"
-    metadata = {
-        "problem": {"name": problem.name, "settings": problem.settings},
-        "preset": spec.preset,
-        "train": dataclasses.asdict(spec.train),
-        "dtype": spec.dtype,
-    }
     _, to_host = spec.transfers(spec.trained_in)
 
     def on_best(best):
-        checkpoint.save(
-            path, tree_map(to_host, best.phi), best.groups, spec.optimizer,
-            metadata | {"best_epoch": best.best_epoch, "best_validation": best.best_validation},
-        )  # fmt: skip
+        metadata = run.checkpoint_metadata(run.document(spec, problem, training=best))
+        checkpoint.save(path, tree_map(to_host, best.phi), best.groups, spec.optimizer, metadata)
 
     if state is not None:  # the best φ of the state, whatever a kill left of the checkpoint
         on_best(state.result)

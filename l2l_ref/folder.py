@@ -15,6 +15,7 @@ exactly as the uninterrupted one would have.
 import contextlib
 import fcntl
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,11 @@ def check_groups(folder: Path, groups: dict, expected: dict) -> None:
         )
 
 
+def _loss(value, name: str) -> float:
+    """A validation loss as a state file writes it: a finite number, or "inf" (_number)."""
+    return math.inf if value == "inf" else checks.number(value, name)
+
+
 def check_state(metadata: dict, spec: RunSpec) -> None:
     """Every field of a state's metadata, and how they fit together: the epoch within the run,
     one Adam step per unroll of every epoch, the stream's state a generator takes, a meta-loss
@@ -155,12 +161,12 @@ def check_state(metadata: dict, spec: RunSpec) -> None:
     for k, pair in enumerate(validation):
         at, loss = checks.sequence(pair, f"validation[{k}]", 2)
         epochs.append(checks.integer(at, f"validation[{k}] epoch", 0, epoch))
-        checks.number(loss, f"validation[{k}] loss", infinite=True)
+        _loss(loss, f"validation[{k}] loss")
     if not epochs or epochs[0] != 0 or epochs != sorted(set(epochs)):
         raise ValueError(f"validation epochs {epochs} do not run from 0 upwards")
     best = checks.integer(metadata["best_epoch"], "best_epoch", 0, epoch)
-    score = checks.number(metadata["best_validation"], "best_validation", infinite=True)
-    scores = {at: checks.number(loss, "", infinite=True) for at, loss in validation}
+    score = _loss(metadata["best_validation"], "best_validation")
+    scores = {at: _loss(loss, "") for at, loss in validation}
     if scores.get(best) != score or score > min(scores.values()):
         raise ValueError(f"best_epoch {best} is not the best validation {min(scores.values())}")
     if not checks.names_to_names(metadata["groups"], "groups"):

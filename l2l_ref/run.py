@@ -291,6 +291,16 @@ def compare(
         )  # fmt: skip
 
 
+CHECKPOINT_FIELDS = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation")
+
+
+def checkpoint_metadata(document: dict) -> dict:
+    """What a checkpoint keeps of its run, taken from the run's results document (the one
+    record of a run: `document`), so that `train` and `search` write the same fields, which
+    from_checkpoint reads back; and the machine that trained it."""
+    return {key: document[key] for key in (*CHECKPOINT_FIELDS, "machine")}
+
+
 def check_document(document) -> dict:
     """A results document (`document`'s) as read back from a file, every field that `report`
     and `plot` read checked: the seed, the problem with its settings, the preset, the

@@ -288,11 +288,9 @@ class Search:
         folder.mkdir(parents=True, exist_ok=True)
         document = outcome["document"]
         spec = self.spec(trial)
-        keys = ("problem", "preset", "train", "dtype", "best_epoch", "best_validation", "machine")
-        metadata = {key: document[key] for key in keys}
         checkpoint.save(
             folder / "checkpoint.npz", phi_of(outcome["phi"], spec), outcome["groups"],
-            spec.optimizer, metadata,
+            spec.optimizer, run.checkpoint_metadata(document),
         )  # fmt: skip
         write_json(folder / "results.json", document)
         (folder / STATE).unlink(missing_ok=True)  # a finished trial is never resumed
