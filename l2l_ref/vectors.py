@@ -208,6 +208,10 @@ PAPER_WEIGHTS = (0.0,) + (1.0,) * 5  # Σ_{t=1..T} f, T = 5
 SMALL_QUADRATIC = quadratic(dims=10, batch=2)
 IMAGES, LABELS = _images()
 TINY_MLP = mlp({"train": (IMAGES, LABELS)}, hidden=(5,), batch=4, name="tiny-mlp")
+# LSTM+GAC with mlp-preprocessed's preprocessing and scale
+TINY_GAC = plain(
+    preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1, architecture="lstm-gac"
+)
 PREPROCESSED_INPUT = "preprocessed input"
 FIRST_C = "LSTM layer 0 c"
 CASES = (
@@ -318,12 +322,7 @@ CASES = (
             Catch("the mean of each tensor's mean", "step 0", "LSTM layer 0 h", "W0"),
         ),
         TINY_MLP,
-        plain(
-            preprocessing="appendix_a",
-            preprocessing_param=10.0,
-            output_scale=0.1,
-            architecture="lstm-gac",
-        ),
+        TINY_GAC,
         PAPER_WEIGHTS,
         meta_lr=0.01,
         problem_formula=MLP,
@@ -449,12 +448,7 @@ CASES = (
         "round-off); each network's communication units average over its own tensors only",
         (Catch("average over every network's tensors", "step 0", "LSTM layer 0 h", "W0"),),
         dataclasses.replace(TINY_MLP, groups={"W0": "a", "b1": "a", "b0": "b", "W1": "b"}),
-        plain(
-            preprocessing="appendix_a",
-            preprocessing_param=10.0,
-            output_scale=0.1,
-            architecture="lstm-gac",
-        ),
+        TINY_GAC,
         PAPER_WEIGHTS,
         unrolls=1,
         meta_lr=0.01,

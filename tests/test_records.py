@@ -69,6 +69,16 @@ def damaged(record, path, value):
     return copy
 
 
+def damage_metadata(source, target, data) -> None:
+    """A copy of an .npz file of l2l-ref whose JSON metadata has one field damaged."""
+    with np.load(source, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    metadata = json.loads(str(arrays["metadata"]))
+    path = data.draw(st.sampled_from(list(paths(metadata))))
+    arrays["metadata"] = np.array(json.dumps(damaged(metadata, path, data.draw(JSON))))
+    np.savez(target, **arrays)
+
+
 def refused_or_read(read) -> None:
     """read() either works through, or stops with an L2LError (one line, exit 2)."""
     with contextlib.suppress(L2LError):
@@ -79,12 +89,7 @@ def refused_or_read(read) -> None:
 @given(data=st.data())
 def test_a_damaged_state_is_read_or_refused(made, data, tmp_path):
     place, _ = made
-    with np.load(place / "run" / "state.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    metadata = json.loads(str(arrays["metadata"]))
-    path = data.draw(st.sampled_from(list(paths(metadata))))
-    arrays["metadata"] = np.array(json.dumps(damaged(metadata, path, data.draw(JSON))))
-    np.savez(tmp_path / "state.npz", **arrays)
+    damage_metadata(place / "run" / "state.npz", tmp_path / "state.npz", data)
 
     def resume():  # what train --resume does with it: read, restore, train on
         spec, parts, loaded = folder.load_state(tmp_path)
@@ -136,12 +141,7 @@ def test_a_damaged_results_file_is_reported_or_refused(made, data, tmp_path):
 @given(data=st.data())
 def test_a_damaged_checkpoint_header_is_read_or_refused(made, data, tmp_path):
     place, _ = made
-    with np.load(place / "run" / "checkpoint.npz", allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    header = json.loads(str(arrays["metadata"]))
-    path = data.draw(st.sampled_from(list(paths(header))))
-    arrays["metadata"] = np.array(json.dumps(damaged(header, path, data.draw(JSON))))
-    np.savez(tmp_path / "checkpoint.npz", **arrays)
+    damage_metadata(place / "run" / "checkpoint.npz", tmp_path / "checkpoint.npz", data)
 
     def read():  # what evaluate does with it
         phi, optimizer, loaded = checkpoint.load(tmp_path / "checkpoint.npz")
