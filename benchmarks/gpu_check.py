@@ -6,7 +6,7 @@
 2. Speed and memory: one meta-step (an unroll of --unroll steps of the 2×20 LSTM optimizer, its
    first-order backward pass and the Adam step on φ) at 1,280, 15,910, 100,000 and 1,000,000
    optimizee coordinates on NumPy (this machine's CPU) and on CuPy, in each dtype; the GPU's
-   peak memory for the step against the tape formula (l2l_ref.run.tape_bytes).
+   peak memory for the step against the tape formula (l2l_ref.architectures.lstm.tape_bytes).
    1,280: the paper's quadratic, 128 × 10; 15,910: the MNIST-sized MLP 784-20-10 on synthetic
    images; 100,000 and 1,000,000: quadratics of 10,000 and 100,000 10-dimensional problems.
 3. Training: `l2l-ref train` of the quadratic for --train-epochs epochs in float64 on NumPy and
@@ -38,11 +38,11 @@ import numpy as onp
 from meta_step import cpu_description, one_meta_step, synthetic_mlp
 
 from l2l_ref import checkpoint
+from l2l_ref.architectures.lstm import tape_bytes
 from l2l_ref.backends import BACKENDS, BackendError, get_backend
 from l2l_ref.machine import machine
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.problems import quadratic
-from l2l_ref.run import tape_bytes
 from l2l_ref.tree import flatten
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ import time
 
 from meta_step import cpu_description, median_seconds, one_meta_step, peak_memory, report_peak
 
+from l2l_ref.architectures.lstm import tape_bytes
 from l2l_ref.presets import optimizer_for
 from l2l_ref.problems import quadratic
-from l2l_ref.run import tape_bytes
 
 COORDINATES = (1_000, 10_000, 100_000, 1_000_000)
 UNROLLS = (5, 20, 100)

@@ -32,22 +32,58 @@ datasets, checkpoint, plot, vectors and verify (reference vectors for other impl
 cli.
 """
 
-from l2l_ref.backends import get_backend
-from l2l_ref.checkpoint import load as load_checkpoint
-from l2l_ref.checkpoint import save as save_checkpoint
-from l2l_ref.comparison import evaluate
-from l2l_ref.errors import L2LError
-from l2l_ref.frozen import run_optimizer
-from l2l_ref.meta_train import TrainConfig, meta_train
-from l2l_ref.optimizer import ARCHITECTURES, OptimizerConfig, assign_networks, init_phi
-from l2l_ref.presets import Preset
-from l2l_ref.presets import register as register_problem
-from l2l_ref.problems import Instance, Problem
-from l2l_ref.run import RunSpec, compare, train
+import importlib
+import sys
+import types
 
-__all__ = [
-    "ARCHITECTURES", "Instance", "L2LError", "OptimizerConfig", "Preset", "Problem", "RunSpec",
-    "TrainConfig", "assign_networks", "compare", "evaluate", "get_backend", "init_phi",
-    "load_checkpoint", "meta_train", "register_problem", "run_optimizer", "save_checkpoint",
-    "train",
-]  # fmt: skip
+# The public API is loaded on first use (PEP 562), so that `import l2l_ref.errors`, or any one
+# module, does not load the whole package, autograd included.
+_PUBLIC = {
+    "get_backend": ("l2l_ref.backends", "get_backend"),
+    "load_checkpoint": ("l2l_ref.checkpoint", "load"),
+    "save_checkpoint": ("l2l_ref.checkpoint", "save"),
+    "evaluate": ("l2l_ref.comparison", "evaluate"),
+    "L2LError": ("l2l_ref.errors", "L2LError"),
+    "run_optimizer": ("l2l_ref.frozen", "run_optimizer"),
+    "TrainConfig": ("l2l_ref.meta_train", "TrainConfig"),
+    "meta_train": ("l2l_ref.meta_train", "meta_train"),
+    "ARCHITECTURES": ("l2l_ref.optimizer", "ARCHITECTURES"),
+    "OptimizerConfig": ("l2l_ref.optimizer", "OptimizerConfig"),
+    "assign_networks": ("l2l_ref.optimizer", "assign_networks"),
+    "init_phi": ("l2l_ref.optimizer", "init_phi"),
+    "Preset": ("l2l_ref.presets", "Preset"),
+    "register_problem": ("l2l_ref.presets", "register"),
+    "Instance": ("l2l_ref.problems", "Instance"),
+    "Problem": ("l2l_ref.problems", "Problem"),
+    "RunSpec": ("l2l_ref.run", "RunSpec"),
+    "compare": ("l2l_ref.run", "compare"),
+    "train": ("l2l_ref.run", "train"),
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'l2l_ref' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # loaded once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+class _Package(types.ModuleType):
+    """The import system binds each loaded submodule on its package; `meta_train` names both a
+    submodule and the public function, and the public name is the function, as it was when this
+    file imported everything."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _PUBLIC and isinstance(value, types.ModuleType):
+            return  # l2l_ref.meta_train stays the function; the module is sys.modules'
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -221,19 +221,11 @@ def train(
         )  # fmt: skip
 
 
-def tape_bytes(unroll: int, coordinates: int, layers: tuple, n_in: int, itemsize: int) -> int:
-    """What the hand-written meta-gradient keeps for its backward pass (l2l_ref.fused's tape):
-    for each step and coordinate, per layer [x; h], the four gates, c and tanh(c'), and ∇_t:
-    T · N · (7 ΣH + (ΣH − H_last) + n_in + 1) · b (docs/performance.md)."""
-    units = sum(layers)
-    inputs = units - (layers[-1] if layers else 0) + n_in  # each layer's x: n_in, then H below
-    return unroll * coordinates * (7 * units + inputs + 1) * itemsize
-
-
 def memory_estimate(spec: RunSpec, problem: Problem) -> int:
-    """Bytes a run needs at its peak, roughly: the unroll's tape (tape_bytes; four times that
-    for the traced, second-order path), the hidden states, φ with its Adam moments and
-    gradients, and the validation and test problems."""
+    """Bytes a run needs at its peak, roughly: what the architecture's meta-gradient keeps (its
+    memory_bytes: the tape and the hidden states, on the path `hand_written` chooses for
+    training too), φ with its Adam moments and gradients, and the validation and test
+    problems."""
     first, second = (
         problem.sample(onp.random.default_rng(k), onp.asarray, "train") for k in (0, 1)
     )
@@ -247,17 +239,16 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
         a.nbytes for a in own
     )
     width = onp.dtype(spec.dtype).itemsize
-    units, n_in = sum(spec.optimizer.layers), spec.optimizer.input_size
-    tape = tape_bytes(spec.train.unroll, coordinates, spec.optimizer.layers, n_in, width)
-    if not hand_written(spec.optimizer, spec.train.second_order):  # autograd's tape
-        tape *= 4
-    hidden = 6 * coordinates * units * width
+    meta_gradient = spec.optimizer.module.memory_bytes(
+        spec.optimizer, spec.train.unroll, coordinates, width,
+        hand_written(spec.optimizer, spec.train.second_order),
+    )  # fmt: skip
     parameters = sum(
         math.prod(shape)
         for shape in flatten(network_shapes(spec.optimizer), is_leaf=is_shape).values()
     ) * len(set(assign_networks(first.theta0, problem, spec.optimizer).values()))
     problems = (spec.train.validation_problems + spec.test_problems) * instance
-    return tape + hidden + 8 * parameters * width + problems
+    return meta_gradient + 8 * parameters * width + problems
 
 
 def check_memory(spec: RunSpec, problem: Problem) -> None:
@@ -265,8 +256,8 @@ def check_memory(spec: RunSpec, problem: Problem) -> None:
     needed, available = memory_estimate(spec, problem), available_memory()
     if available is not None and needed > available:
         raise ConfigError(
-            f"this run needs about {needed / 2**30:.1f} GiB of memory (unroll × coordinates × "
-            f"LSTM units, φ and the problems), and {available / 2**30:.1f} GiB are available"
+            f"this run needs about {needed / 2**30:.1f} GiB of memory (the optimizer's tape "
+            f"over an unroll, φ and the problems), and {available / 2**30:.1f} GiB are available"
         )
 
 

@@ -12,6 +12,12 @@ from l2l_ref.preprocessing import PREPROCESSORS
 COORDINATEWISE, HAND_WRITTEN = True, False
 
 
+def memory_bytes(config, unroll: int, coordinates: int, itemsize: int, hand_written: bool) -> int:
+    """autograd's tape: per step and coordinate the input and, per layer, its pre-activation
+    and output, and the head's."""
+    return unroll * coordinates * (config.input_size + 2 * sum(config.layers) + 2) * itemsize
+
+
 def network_shapes(config) -> dict:
     layers, n_in = [], config.input_size
     for units in config.layers:

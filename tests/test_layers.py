@@ -5,6 +5,8 @@ from every module's import statements (the package's __init__, which gathers the
 left out), and each rule holds for everything a module reaches through it."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +100,14 @@ def test_the_mathematics_writes_no_files():
 
 def test_verify_does_not_need_the_vector_generator():
     assert "l2l_ref.vectors" not in reached("l2l_ref.verify", EDGES)
+
+
+def test_the_error_type_loads_nothing_else():
+    """`import l2l_ref.errors` (what a caller catching L2LError needs) loads no other module of the
+    package, nor autograd: the public API in __init__ is loaded on first use."""
+    code = (
+        "import sys, l2l_ref.errors; "
+        "print(sorted(m for m in sys.modules if m.startswith(('l2l_ref', 'autograd'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['l2l_ref',", "'l2l_ref.errors']"], out.stdout

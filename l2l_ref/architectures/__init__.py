@@ -12,6 +12,10 @@ An architecture module provides:
         one step of m for all the tensors one network serves: columns {tensor: (n, 1)
         gradients}, hidden {tensor: state}; returns {tensor: (n, 1) updates} and the new
         states. Written with autograd.numpy, so that it is differentiated to any order;
+    memory_bytes(config, unroll, coordinates, itemsize, hand_written) -> bytes the
+        meta-gradient of one unroll keeps for that many coordinates (its tape and state), on
+        the hand-written path or autograd's (optimizer.hand_written chooses, for training and
+        for run.memory_estimate's refusal of runs too large alike);
     COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
     HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
         then uses it; otherwise autograd traces the unroll).

@@ -52,6 +52,31 @@ def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> 
 COORDINATEWISE, HAND_WRITTEN = True, True
 
 
+def tape_bytes(unroll: int, coordinates: int, layers: tuple, n_in: int, itemsize: int) -> int:
+    """What the hand-written meta-gradient keeps for its backward pass (l2l_ref.fused's tape):
+    for each step and coordinate, per layer [x; h], the four gates, c and tanh(c'), and ∇_t:
+    T · N · (7 ΣH + (ΣH − H_last) + n_in + 1) · b (docs/performance.md)."""
+    units = sum(layers)
+    inputs = units - (layers[-1] if layers else 0) + n_in  # each layer's x: n_in, then H below
+    return unroll * coordinates * (7 * units + inputs + 1) * itemsize
+
+
+# autograd's tape of a traced unroll against the hand-written one: measured 1.35 times with the
+# fused cell (first or second order, LSTM or LSTM+GAC) and 2.0 times with the plain cell, on the
+# MNIST MLP (tests/test_architectures.py holds the estimate to the measured peak)
+TRACED_TAPE = 1.5
+
+
+def memory_bytes(
+    config: OptimizerConfig, unroll: int, coordinates: int, itemsize: int, hand_written: bool
+) -> int:
+    """Bytes the meta-gradient of one unroll keeps for `coordinates`: the tape (tape_bytes,
+    or autograd's, TRACED_TAPE times that, where the unroll is traced) and the hidden states."""
+    tape = tape_bytes(unroll, coordinates, config.layers, config.input_size, itemsize)
+    hidden = 6 * coordinates * sum(config.layers) * itemsize
+    return (tape if hand_written else int(TRACED_TAPE * tape)) + hidden
+
+
 def network_shapes(config: OptimizerConfig) -> dict:
     """The shape of every array of one network's φ, without allocating any."""
     lstm, n_in = [], config.input_size

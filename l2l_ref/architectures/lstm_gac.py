@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING
 
 import autograd.numpy as np
 
-from l2l_ref.architectures.lstm import CELLS, init_network, network_shapes, start
+from l2l_ref.architectures.lstm import CELLS, init_network, memory_bytes, network_shapes, start
 from l2l_ref.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
-__all__ = ["COORDINATEWISE", "HAND_WRITTEN", "init_network", "network_shapes", "start", "step"]
+__all__ = [
+    "COORDINATEWISE", "HAND_WRITTEN", "init_network", "memory_bytes", "network_shapes", "start",
+    "step",
+]  # fmt: skip
 
 # the averages couple the coordinates; training traces the unroll
 COORDINATEWISE, HAND_WRITTEN = False, False
