@@ -36,7 +36,7 @@ from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.comparison import table
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import L2LError
-from l2l_ref.files import remove_unfinished, write_json
+from l2l_ref.files import defer, remove_unfinished, write_json, writing
 from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
 from l2l_ref.optimizer import assign_networks
 from l2l_ref.problems import ACTIVATIONS
@@ -645,7 +645,7 @@ COMMANDS = {
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: the program stops as on Ctrl-C (temporary files removed)."""
+    """Ctrl-C, SIGTERM or SIGHUP: the program stops (temporary files removed)."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -656,9 +656,32 @@ STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stop(signum, frame):
+    """Ctrl-C, SIGTERM, SIGHUP: stop the program (Stopped), once a file being written is whole.
+    A library can swallow the exception (autograd's `wraps` catches BaseException while it
+    names a function): until main has it, it is raised again every second (SIGALRM)."""
+    if writing():
+        defer(signum)
+        return
     for other in STOPPING:  # the program is stopping already: a second signal waits
         signal.signal(other, signal.SIG_IGN)
+    _ALARM.append(signal.signal(signal.SIGALRM, lambda *_: stop_again(signum)))
+    signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
     raise Stopped(signum)
+
+
+_ALARM: list = []  # SIGALRM's handler before stop took it
+
+
+def stop_again(signum: int) -> None:
+    if not writing():
+        raise Stopped(signum)
+
+
+def stopped() -> None:
+    """main has the Stopped: no more of them, and SIGALRM as it was."""
+    if _ALARM:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, _ALARM.pop())
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -670,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     candidate, failed trials); 2 bad input; 3 a partial verify; 4 an I/O error (a full disk,
     a read-only folder); 128 + the signal's number when stopped (130 for Ctrl-C)."""
     entry = {signum: signal.getsignal(signum) for signum in STOPPING}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in STOPPING:
         if entry[signum] != signal.SIG_IGN:  # ignored on entry (nohup): that choice stands
             signal.signal(signum, stop)
     warnings.showwarning = one_line_warning
@@ -679,8 +702,10 @@ def main(argv: list[str] | None = None) -> int:
         blocks.thread_count()  # a bad L2L_REF_THREADS is refused before any work
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as interrupt:
+        stopped()
         return interrupted(interrupt)
     except Exception as error:
+        stopped()
         # an interruption inside a library's cleanup can surface as another error
         cause = error.__context__
         while cause is not None and not isinstance(cause, KeyboardInterrupt):
@@ -698,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             return 4
         raise
     finally:
+        stopped()
         for signum in STOPPING:  # the cleanup finishes, whatever signal comes now
             signal.signal(signum, signal.SIG_IGN)
         try:

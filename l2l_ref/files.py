@@ -1,7 +1,8 @@
 """Files written whole or not at all: every writer of l2l-ref (checkpoints, states, results,
 search records, figures, vectors) goes through write_atomically, which writes a temporary
-file beside the target and renames it into place, with the stopping signals held; an
-interruption at any moment leaves the old file or the new one, and no temporary file.
+file beside the target and renames it into place, with the stopping signals held until it
+is done; an interruption at any moment leaves the old file or the new one, and no temporary
+file.
 """
 
 import io
@@ -9,7 +10,6 @@ import json
 import math
 import os
 import secrets
-import signal
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,9 +20,6 @@ import numpy as onp
 
 # temporary files being written: removed on the way out, however the program stops
 _UNFINISHED: set[str] = set()
-
-
-_STOPPING = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @contextmanager
@@ -50,21 +47,49 @@ def _remove(tmp: str) -> None:
         os.unlink(tmp)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` in one rename: readers see the old file or the new one. Ctrl-C,
-    SIGTERM and SIGHUP are held while this thread writes; one that another thread receives
-    can still stop the write, which is then undone (the temporary file removed)."""
-    path = Path(path)
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is
-    try:  # blocked inside the try, so that the finally restores it
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
-        with temporary_file(path.parent, f".{path.name}") as (tmp, f):
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, path)
+# the stopping signals that arrived while a file was being written, and how many writes are
+# under way: a handler that defers (l2l_ref.cli.stop) leaves them here until the writes end
+_ARRIVED: list[int] = []
+_WRITING = [0]
+
+
+def writing() -> bool:
+    """Whether a file is being written now (a stopping signal should wait: `defer`)."""
+    return _WRITING[0] > 0
+
+
+def defer(signum: int) -> None:
+    """Deliver this signal again when the writes under way end."""
+    _ARRIVED.append(signum)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Run the block as one write: a stopping signal that arrives meanwhile, to a handler that
+    defers (the command line's), is delivered again when it ends. (Not by blocking the signal:
+    the kernel then hands it to another thread, a BLAS worker, and CPython 3.11 can leave it
+    unhandled for good.)"""
+    _WRITING[0] += 1
+    try:
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        _WRITING[0] -= 1
+        if not _WRITING[0] and _ARRIVED:
+            signum = _ARRIVED[0]
+            _ARRIVED.clear()
+            os.kill(os.getpid(), signum)  # to the process: its main thread takes it
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` in one rename, the stopping signals held: readers see the old
+    file or the new one, and an interruption (a signal, delivered after the rename; a kill)
+    leaves no temporary file."""
+    path = Path(path)
+    with signals_held(), temporary_file(path.parent, f".{path.name}") as (tmp, f):
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def remove_unfinished() -> None:
@@ -76,9 +101,10 @@ def remove_unfinished() -> None:
 
 def npz_bytes(arrays: dict) -> bytes:
     """An .npz archive of `arrays` whose bytes depend on the arrays only (sorted names, fixed
-    timestamps): the same run writes the same file."""
+    timestamps): the same run writes the same file. Signals are held: one that stops a
+    ZipFile half-made leaves it to fail again, with a traceback, when it is collected."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with signals_held(), zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in sorted(arrays):
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
