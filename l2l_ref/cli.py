@@ -36,7 +36,7 @@ from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.comparison import table
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import L2LError
-from l2l_ref.files import defer, remove_unfinished, write_json, writing
+from l2l_ref.files import remove_unfinished, write_json, writing
 from l2l_ref.meta_train import SCHEDULES, NonFiniteMetaLoss
 from l2l_ref.optimizer import assign_networks
 from l2l_ref.problems import ACTIVATIONS
@@ -656,24 +656,22 @@ STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stop(signum, frame):
-    """Ctrl-C, SIGTERM, SIGHUP: stop the program (Stopped), once a file being written is whole.
-    A library can swallow the exception (autograd's `wraps` catches BaseException while it
-    names a function): until main has it, it is raised again every second (SIGALRM)."""
-    if writing():
-        defer(signum)
-        return
+    """Ctrl-C, SIGTERM, SIGHUP: stop the program (Stopped) where it is, or, inside a write,
+    once the file is whole. Until main has the Stopped, it is raised again every 0.1 s
+    (SIGALRM): after the write, and where a library swallowed it (autograd's `wraps` catches
+    BaseException while it names a function, and the run went on)."""
     for other in STOPPING:  # the program is stopping already: a second signal waits
         signal.signal(other, signal.SIG_IGN)
-    _ALARM.append(signal.signal(signal.SIGALRM, lambda *_: stop_again(signum)))
-    signal.setitimer(signal.ITIMER_REAL, 1.0, 1.0)
-    raise Stopped(signum)
+    _ALARM.append(signal.signal(signal.SIGALRM, lambda _, where: stop_at(signum, where)))
+    signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)
+    stop_at(signum, frame)
 
 
 _ALARM: list = []  # SIGALRM's handler before stop took it
 
 
-def stop_again(signum: int) -> None:
-    if not writing():
+def stop_at(signum: int, frame) -> None:
+    if not writing(frame):
         raise Stopped(signum)
 
 

@@ -1,8 +1,8 @@
 """Files written whole or not at all: every writer of l2l-ref (checkpoints, states, results,
 search records, figures, vectors) goes through write_atomically, which writes a temporary
-file beside the target and renames it into place, with the stopping signals held until it
-is done; an interruption at any moment leaves the old file or the new one, and no temporary
-file.
+file beside the target and renames it into place; an interruption at any moment leaves the
+old file or the new one, and no temporary file (the command line's stop waits for the rename:
+`writing`).
 """
 
 import io
@@ -47,45 +47,12 @@ def _remove(tmp: str) -> None:
         os.unlink(tmp)
 
 
-# the stopping signals that arrived while a file was being written, and how many writes are
-# under way: a handler that defers (l2l_ref.cli.stop) leaves them here until the writes end
-_ARRIVED: list[int] = []
-_WRITING = [0]
-
-
-def writing() -> bool:
-    """Whether a file is being written now (a stopping signal should wait: `defer`)."""
-    return _WRITING[0] > 0
-
-
-def defer(signum: int) -> None:
-    """Deliver this signal again when the writes under way end."""
-    _ARRIVED.append(signum)
-
-
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """Run the block as one write: a stopping signal that arrives meanwhile, to a handler that
-    defers (the command line's), is delivered again when it ends. (Not by blocking the signal:
-    the kernel then hands it to another thread, a BLAS worker, and CPython 3.11 can leave it
-    unhandled for good.)"""
-    _WRITING[0] += 1
-    try:
-        yield
-    finally:
-        _WRITING[0] -= 1
-        if not _WRITING[0] and _ARRIVED:
-            signum = _ARRIVED[0]
-            _ARRIVED.clear()
-            os.kill(os.getpid(), signum)  # to the process: its main thread takes it
-
-
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` in one rename, the stopping signals held: readers see the old
-    file or the new one, and an interruption (a signal, delivered after the rename; a kill)
-    leaves no temporary file."""
+    """Replace `path` by `data` in one rename: readers see the old file or the new one, and an
+    interruption (a signal, which the command line lets in after the rename: `writing`; a
+    kill) leaves no temporary file."""
     path = Path(path)
-    with signals_held(), temporary_file(path.parent, f".{path.name}") as (tmp, f):
+    with temporary_file(path.parent, f".{path.name}") as (tmp, f):
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -101,16 +68,29 @@ def remove_unfinished() -> None:
 
 def npz_bytes(arrays: dict) -> bytes:
     """An .npz archive of `arrays` whose bytes depend on the arrays only (sorted names, fixed
-    timestamps): the same run writes the same file. Signals are held: one that stops a
-    ZipFile half-made leaves it to fail again, with a traceback, when it is collected."""
+    timestamps): the same run writes the same file. (A write, for `writing`: a signal that
+    stopped a ZipFile half-made left it to fail again, with a traceback, when collected.)"""
     buffer = io.BytesIO()
-    with signals_held(), zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for key in sorted(arrays):
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(info, "w") as entry:
                 onp.lib.format.write_array(entry, onp.asarray(arrays[key]), allow_pickle=False)
     return buffer.getvalue()
+
+
+def writing(frame) -> bool:
+    """Whether `frame`, where a signal's handler interrupted the program, is inside a write
+    (write_atomically, npz_bytes): a stop should wait until the file is whole."""
+    while frame is not None:
+        if frame.f_code in _WRITES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+_WRITES = {write_atomically.__code__, npz_bytes.__code__}
 
 
 def _finite_or_none(value):
