@@ -458,11 +458,9 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
     def on_epoch(epoch, meta_loss, score):
         if score is not None:
             validation[0] = score
-            if bar.disable:
-                print(
-                    f"epoch {epoch}: meta-loss {meta_loss:.4g}, validation {score:.4g}",
-                    file=sys.stderr,
-                )
+            if bar.disable:  # one write: a stop cannot fall between the line and its end
+                line = f"epoch {epoch}: meta-loss {meta_loss:.4g}, validation {score:.4g}\n"
+                sys.stderr.write(line)
         bar.set_postfix(meta_loss=f"{meta_loss:.4g}", validation=f"{validation[0]:.4g}")
         bar.update()
 
