@@ -163,6 +163,9 @@ def plot_training(documents: list[dict], out: Path) -> None:
     figure, (meta, validation) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     for document in documents:
         curves, label = document["training"], title(document)
+        train = document["train"]
+        if "seed" in train:  # a search's trials differ in these alone
+            label += f", seed {train['seed']}, trial {train.get('trial', 0)}"
         epochs = onp.arange(1, len(curves["meta_loss"]) + 1)
         meta.plot(epochs, onp.array(curves["meta_loss"], dtype=float), lw=0.8, label=label)
         epochs, losses = zip(*curves["validation"], strict=True)
@@ -171,7 +174,12 @@ def plot_training(documents: list[dict], out: Path) -> None:
     validation.set(yscale="log", xlabel="epoch", ylabel="mean final validation loss")
     label_log_axis(meta.yaxis)
     label_log_axis(validation.yaxis)
-    validation.legend(fontsize=8)
+    # below the axes, so that however many runs there are it covers none of their curves
+    handles, labels = validation.get_legend_handles_labels()
+    ncol = 2 if len(documents) > 2 else 1
+    figure.legend(
+        handles, labels, fontsize=7, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, 0.0)
+    )
     save(figure, out)
     plt.close(figure)
 
