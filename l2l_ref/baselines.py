@@ -4,13 +4,15 @@ Each is written as Torch7's `optim` package computes it, with its default hyper-
 (docs/spec.md §3); only the learning rate is tuned, on validation problems.
 
 A baseline is a pair (init, step): init(θ) gives its state, step(θ, state, grad_fn, lr)
-gives the next θ and state, where grad_fn(θ) is ∇f at θ.
+gives the next θ and state, where grad_fn(θ) is ∇f at θ. The learned optimizer with φ frozen is
+one more pair of that kind (frozen.learned), run by the same loop (optimize).
 """
 
 from collections.abc import Callable, Sequence
 
 import autograd.numpy as np
 import numpy as onp
+from autograd import value_and_grad
 
 from l2l_ref.divergence import diverged
 from l2l_ref.problems import Instance, value_and_gradient
@@ -107,12 +109,21 @@ BASELINES = {
 }
 
 
-def run_baseline(
-    name: str, lr: float, instance: Instance, steps: int, to_host: Callable
+def optimize(
+    optimizer: tuple[Callable, Callable],
+    lr: float | None,
+    instance: Instance,
+    steps: int,
+    to_host: Callable,
+    *,
+    traced: bool = False,
 ) -> onp.ndarray:
-    """Losses f(θ_0), ..., f(θ_steps) of baseline `name` at learning rate lr on one instance."""
-    init, step = BASELINES[name]
-    evaluate = value_and_gradient(instance)
+    """Losses f(θ_0), ..., f(θ_steps) of an optimizer (init, step) at learning rate lr on one
+    instance (Eq. 1's loop for any optimizer): a baseline, or the learned optimizer with φ
+    frozen (frozen.learned), which has no learning rate. `traced`: ∇f by autograd, as the
+    definitions take it, never the instance's hand-written gradient."""
+    init, step = optimizer
+    evaluate = value_and_grad(instance.loss) if traced else value_and_gradient(instance)
     theta, state = instance.theta0, init(instance.theta0)
     losses = []
     for t in range(steps):
@@ -128,6 +139,22 @@ def run_baseline(
         )
     losses.append(instance.loss(theta, steps))
     return onp.array([float(to_host(loss)) for loss in losses])
+
+
+def run_baseline(
+    name: str, lr: float, instance: Instance, steps: int, to_host: Callable
+) -> onp.ndarray:
+    """Losses f(θ_0), ..., f(θ_steps) of baseline `name` at learning rate lr on one instance."""
+    return optimize(BASELINES[name], lr, instance, steps, to_host)
+
+
+def mean_final(curves: onp.ndarray) -> float:
+    """The mean final loss of a row of loss curves per problem, +inf where that mean overflows
+    or is not finite: what early stopping and the tuning of a baseline both minimise, on the
+    same validation problems."""
+    with onp.errstate(all="ignore"):
+        final = onp.mean(curves[:, -1])
+    return float(final) if onp.isfinite(final) else float("inf")
 
 
 def tune_learning_rate(
@@ -151,9 +178,8 @@ def tune_learning_rate(
             curves = onp.stack(
                 [run_baseline(name, lr, inst, steps, to_host) for inst in validation]
             )
-            final = onp.mean(curves[:, -1])
             table[lr] = {
-                "mean_final": float(final) if onp.isfinite(final) else float("inf"),
+                "mean_final": mean_final(curves),
                 "diverged": int(diverged(curves[:, 0], curves[:, -1]).sum()),
             }
     stable = [lr for lr in grid if table[lr]["diverged"] == 0] or list(grid)

@@ -16,8 +16,7 @@ from l2l_ref.divergence import DIVERGENCE, diverged, log_final
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
 from l2l_ref.optimizer import OptimizerConfig, assign_networks
-from l2l_ref.problems import Problem, ToDevice, checked_sample, host_float64
-from l2l_ref.streams import rng_for
+from l2l_ref.problems import Problem, ToDevice, draw_problems, host_float64
 
 
 def mean_and_stderr(values: onp.ndarray) -> tuple[float, float]:
@@ -135,12 +134,8 @@ def evaluate(
     the seed's validation problems, on the seed's `test_problems` fresh test problems."""
     if test_problems < 2:
         raise ConfigError("need at least 2 test problems for a standard error")
-    validation_rng, test_rng = rng_for(seed, "validation"), rng_for(seed, "test")
-    validation = [
-        checked_sample(problem, validation_rng, to_device, "validation")
-        for _ in range(validation_problems)
-    ]
-    test = [checked_sample(problem, test_rng, to_device, "test") for _ in range(test_problems)]
+    validation = draw_problems(problem, seed, "validation", validation_problems, to_device)
+    test = draw_problems(problem, seed, "test", test_problems, to_device)
     groups = serving_networks(groups, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
         lstm = run_on_each(phi, test, steps, groups, config, to_host)

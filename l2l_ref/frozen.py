@@ -1,17 +1,35 @@
 """The learned optimizer run with φ frozen (no meta-gradient): what validation, the test
-comparison and the figures run. run_optimizer is the definition, Eq. 1 traced step by step;
+comparison and the figures run. learned(φ) is it as an optimizer with the baselines'
+interface, and run_optimizer runs it by their loop, step by step: the definition;
 run_on_each runs many instances at once by the hand-written kernels where the architecture has
 them (l2l_ref.fused.run_frozen, held to the definition by tests/test_fused.py).
 """
 
 from collections.abc import Callable
+from operator import add
 
 import numpy as onp
 
+from l2l_ref.baselines import optimize
 from l2l_ref.fused import run_frozen
-from l2l_ref.optimizer import OptimizerConfig, hand_written, start_hidden
+from l2l_ref.optimizer import OptimizerConfig, hand_written, optimizer_step, start_hidden
 from l2l_ref.problems import Instance
-from l2l_ref.unroll import unroll
+from l2l_ref.tree import tree_map
+
+
+def learned(phi: dict, groups: dict, config: OptimizerConfig) -> tuple[Callable, Callable]:
+    """The learned optimizer with φ frozen as an optimizer of the baselines' kind (init, step):
+    init(θ_0) is m's zero state, step(θ_t, h_t, grad_fn, lr) is Eq. 1's θ_t + g_t with
+    [g_t, h_{t+1}] = m(∇_t, h_t; φ). It takes no learning rate: its step size is learned."""
+
+    def init(theta: dict):
+        return start_hidden(theta, config)
+
+    def step(theta: dict, hidden, grad_fn: Callable, lr: None) -> tuple:
+        updates, hidden = optimizer_step(phi, grad_fn(theta), hidden, groups, config)
+        return tree_map(add, theta, updates), hidden
+
+    return init, step
 
 
 def run_optimizer(
@@ -22,12 +40,10 @@ def run_optimizer(
     config: OptimizerConfig,
     to_host: Callable = onp.asarray,
 ) -> onp.ndarray:
-    """Losses f(θ_0), ..., f(θ_steps) of the learned optimizer, φ frozen, on one instance."""
-    theta0 = instance.theta0
-    losses, _, _ = unroll(
-        phi, theta0, start_hidden(theta0, config), instance, 0, steps, groups, config
-    )
-    return onp.array([float(to_host(loss)) for loss in losses])
+    """Losses f(θ_0), ..., f(θ_steps) of the learned optimizer, φ frozen, on one instance: the
+    baselines' run loop (baselines.optimize) with the learned optimizer as its (init, step), ∇f
+    traced."""
+    return optimize(learned(phi, groups, config), None, instance, steps, to_host, traced=True)
 
 
 def run_on_each(

@@ -14,13 +14,19 @@ from functools import partial
 
 import numpy as onp
 
-from l2l_ref.baselines import adam_init, adam_update
+from l2l_ref.baselines import adam_init, adam_update, mean_final
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
 from l2l_ref.fused import fused_meta_gradient
 from l2l_ref.optimizer import OptimizerConfig, assign_networks, hand_written, init_phi, start_hidden
-from l2l_ref.problems import Instance, Problem, ToDevice, checked_sample, host_float64
+from l2l_ref.problems import (
+    Instance,
+    Problem,
+    ToDevice,
+    draw_problems,
+    host_float64,
+)
 from l2l_ref.streams import rng_for
 from l2l_ref.unroll import meta_gradient
 
@@ -145,9 +151,7 @@ def mean_final_loss(
     phi: dict, instances: list, steps: int, groups: dict, config: OptimizerConfig, to_host: Callable
 ) -> float:
     """Mean over instances of f(θ_steps): the early-stopping criterion."""
-    with onp.errstate(all="ignore"):
-        final = onp.mean(run_on_each(phi, instances, steps, groups, config, to_host)[:, -1])
-    return float(final) if onp.isfinite(final) else float("inf")
+    return mean_final(run_on_each(phi, instances, steps, groups, config, to_host))
 
 
 @dataclass
@@ -193,12 +197,10 @@ def meta_train(
     on; on_state(state) with the TrainState after epoch 0 and every epoch, so that a caller can
     save it and continue later by passing it back as `state`.
     """
-    validation_rng = rng_for(config.seed, "validation")
     train_rng = rng_for(config.seed, "train", config.trial)
-    validation = [
-        checked_sample(problem, validation_rng, to_device, "validation")
-        for _ in range(config.validation_problems)
-    ]
+    validation = draw_problems(
+        problem, config.seed, "validation", config.validation_problems, to_device
+    )
     groups = assign_networks(validation[0].theta0, problem, opt_config)
 
     def validate(phi):

@@ -26,6 +26,7 @@ from l2l_ref.activations import relu, sigmoid
 from l2l_ref.datasets import DEFAULT_DATA_DIR
 from l2l_ref.errors import ConfigError
 from l2l_ref.machine import available_memory
+from l2l_ref.streams import rng_for
 
 ToDevice = Callable[[onp.ndarray], Any]
 
@@ -107,6 +108,16 @@ def checked_sample(problem: Problem, rng, to_device: ToDevice, split: str) -> In
     except ValueError:
         pass
     return instance
+
+
+def draw_problems(
+    problem: Problem, seed: int, split: str, count: int, to_device: ToDevice
+) -> list[Instance]:
+    """The first `count` problems of a seed's `split` ("validation" or "test"), each split
+    from its own stream (streams.rng_for): early stopping and the tuning of the baselines see
+    the same validation problems because both draw them here."""
+    rng = rng_for(seed, split)
+    return [checked_sample(problem, rng, to_device, split) for _ in range(count)]
 
 
 def check_fits(numbers: int, what: str) -> None:

@@ -23,9 +23,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from l2l_ref import checkpoint, run
+from l2l_ref import baselines, checkpoint, run
 from l2l_ref.backends import numpy_backend
 from l2l_ref.cli import main
+from l2l_ref.frozen import learned
 from l2l_ref.optimizer import (
     ARCHITECTURES,
     OptimizerConfig,
@@ -187,6 +188,22 @@ def test_the_stand_in_computes_the_same_bits(architecture, second_order):
     case = phi, {"a": "all", "b": "all"}, problem, config, (0.0, 1.0, 0.5, 1.0)
     agree(strict_array, case, second_order, traced=False)
     agree(numpy_backend, case, second_order, traced=True)
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_the_learned_optimizer_is_an_optimizer_of_the_baselines_kind(architecture):
+    """frozen.learned(φ) is an (init, step) pair like every baseline's: run by the baselines'
+    loop it gives the losses of the unroll that meta-training differentiates (Eq. 1)."""
+    rng = np.random.default_rng(6)
+    config = config_for(architecture)
+    problem = coupled_quadratic(rng, {"a": (2, 3), "b": (4,)}).instance()
+    phi, groups = {"all": init_network(rng, config)}, {"a": "all", "b": "all"}
+    optimizer = learned(phi, groups, config)
+    by_loop = baselines.optimize(optimizer, None, problem, 12, np.asarray, traced=True)
+    hidden = start_hidden(problem.theta0, config)
+    losses, _, _ = unroll(phi, problem.theta0, hidden, problem, 0, 12, groups, config)
+    assert len(by_loop) == 13 and by_loop[-1] != by_loop[0]
+    np.testing.assert_array_equal(by_loop, [float(x) for x in losses])
 
 
 @pytest.mark.parametrize("architecture", NAMES)
