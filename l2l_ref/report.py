@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from l2l_ref.architectures import ARCHITECTURES
 from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
@@ -219,13 +220,12 @@ def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
 
 
 def optimizer_label(optimizer: dict) -> str:
-    """The learned optimizer of a results or search file in words: "LSTM 20×20 + GAC (2
-    units averaged)"."""
-    layers = "×".join(map(str, optimizer["layers"])) or "no LSTM"
-    architecture = optimizer.get("architecture", "lstm")
-    if architecture == "lstm-gac":
-        return f"LSTM {layers} + GAC ({optimizer['gac_units']} units averaged)"
-    return f"LSTM {layers}" if architecture == "lstm" else f"{architecture} {layers}"
+    """The learned optimizer of a results or search file in words, as its architecture says
+    (architectures' `label`); an architecture not registered here by its name and layers."""
+    name = optimizer.get("architecture", "lstm")
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name].label(optimizer)
+    return f"{name} {'×'.join(map(str, optimizer['layers']))}"
 
 
 def _label(experiment: dict) -> str:

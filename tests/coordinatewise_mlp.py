@@ -18,6 +18,10 @@ def memory_bytes(config, unroll: int, coordinates: int, itemsize: int, hand_writ
     return unroll * coordinates * (config.input_size + 2 * sum(config.layers) + 2) * itemsize
 
 
+def label(optimizer: dict) -> str:
+    return "coordinatewise MLP " + "×".join(map(str, optimizer["layers"]))
+
+
 def network_shapes(config) -> dict:
     layers, n_in = [], config.input_size
     for units in config.layers:

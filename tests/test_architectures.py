@@ -36,6 +36,7 @@ from l2l_ref.optimizer import (
     optimizer_step,
     start_hidden,
 )
+from l2l_ref.report import optimizer_label
 from l2l_ref.run import RunSpec
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
@@ -215,6 +216,14 @@ def test_checkpoints_keep_the_architecture(architecture, tmp_path):
     assert loaded_config == config and header["networks"] == {"x": "all"}
     flat, flat_loaded = flatten(phi), flatten(loaded)
     assert all(flat[k].tobytes() == flat_loaded[k].tobytes() for k in flat)
+
+
+def test_each_architecture_names_itself_in_reports():
+    """Reports and figures name the learned optimizer as its architecture's `label` does:
+    distinct names for distinct architectures of the same layers, each with the layer sizes."""
+    labels = {name: optimizer_label(dataclasses.asdict(config_for(name))) for name in NAMES}
+    assert len(set(labels.values())) == len(NAMES), labels
+    assert all("5×4" in label for label in labels.values()), labels
 
 
 @pytest.mark.slow

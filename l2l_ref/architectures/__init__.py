@@ -16,6 +16,8 @@ An architecture module provides:
         meta-gradient of one unroll keeps for that many coordinates (its tape and state), on
         the hand-written path or autograd's (optimizer.hand_written chooses, for training and
         for run.memory_estimate's refusal of runs too large alike);
+    label(optimizer) -> the optimizer in words, from the optimizer dict of a results or
+        search file ("LSTM 20×20"), for reports and figures;
     COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
     HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
         then uses it; otherwise autograd traces the unroll).

@@ -77,6 +77,11 @@ def memory_bytes(
     return (tape if hand_written else int(TRACED_TAPE * tape)) + hidden
 
 
+def label(optimizer: dict) -> str:
+    """The optimizer in words: "LSTM 20×20" (its layer sizes; "no LSTM": the head alone)."""
+    return "LSTM " + ("×".join(map(str, optimizer["layers"])) or "no LSTM")
+
+
 def network_shapes(config: OptimizerConfig) -> dict:
     """The shape of every array of one network's φ, without allocating any."""
     lstm, n_in = [], config.input_size

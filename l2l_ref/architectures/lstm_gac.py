@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import autograd.numpy as np
 
+from l2l_ref.architectures import lstm
 from l2l_ref.architectures.lstm import CELLS, init_network, memory_bytes, network_shapes, start
 from l2l_ref.preprocessing import PREPROCESSORS
 
@@ -31,12 +32,17 @@ if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
 __all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "init_network", "memory_bytes", "network_shapes", "start",
-    "step",
+    "COORDINATEWISE", "HAND_WRITTEN", "init_network", "label", "memory_bytes", "network_shapes",
+    "start", "step",
 ]  # fmt: skip
 
 # the averages couple the coordinates; training traces the unroll
 COORDINATEWISE, HAND_WRITTEN = False, False
+
+
+def label(optimizer: dict) -> str:
+    """The optimizer in words: "LSTM 20×20 + GAC (2 units averaged)"."""
+    return f"{lstm.label(optimizer)} + GAC ({optimizer['gac_units']} units averaged)"
 
 
 def global_average(outputs: dict, units: int) -> dict:
