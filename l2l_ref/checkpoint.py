@@ -9,7 +9,6 @@ temporary name in the same folder and renamed, so a crash never leaves half a fi
 import json
 import zipfile
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as onp
@@ -55,7 +54,7 @@ def save(
     header = {
         "format": FORMAT,
         "version": VERSION,
-        "optimizer": asdict(optimizer),
+        "optimizer": optimizer.record(),
         "groups": sorted(phi_host),
         "networks": networks,
         "machine": machine(),
@@ -82,9 +81,7 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
                 f"{path}: {FORMAT} version {header.get('version')!r}; this l2l-ref reads "
                 f"version {VERSION} (earlier checkpoints lack the tensor → network assignment)"
             )
-        config = OptimizerConfig(
-            **{**header["optimizer"], "layers": tuple(header["optimizer"]["layers"])}
-        )
+        config = OptimizerConfig.from_record(header["optimizer"])
         groups, networks = header["groups"], header["networks"]
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise TypeError(f"groups is {groups!r}, not a list of names")

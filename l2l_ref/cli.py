@@ -195,9 +195,11 @@ def build_parser() -> Parser:
         sub.add_argument(
             "--architecture", choices=tuple(ARCHITECTURES), help="the optimizer (default lstm)"
         )
-        sub.add_argument(
-            "--gac-units", type=positive_int, help="lstm-gac: averaging units per layer (2)"
-        )
+        for name, (owners, setting) in architecture_settings().items():
+            sub.add_argument(
+                flag(name), type=type(setting.default),
+                help=f"{', '.join(owners)}: {setting.help} ({setting.default})",
+            )  # fmt: skip
         sub.add_argument(
             "--eval-every",
             type=positive_int,
@@ -357,22 +359,43 @@ def optimizee_settings(args, problem: str) -> dict:
         if value is None:
             continue
         if problem not in problems:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} applies to {' and '.join(problems)}, not to {problem}")
+            raise UsageError(f"{flag(key)} applies to {' and '.join(problems)}, not to {problem}")
         settings[key] = value
     return settings
 
 
+def architecture_settings() -> dict:
+    """Every registered architecture's own settings: {name: (the architectures that have it,
+    its Setting)} (the first architecture's Setting where several share a name)."""
+    found = {}
+    for architecture, module in ARCHITECTURES.items():
+        for name, setting in getattr(module, "SETTINGS", {}).items():
+            owners, first = found.get(name, ((), setting))
+            found[name] = ((*owners, architecture), first)
+    return found
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting: gac_units → --gac-units."""
+    return "--" + name.replace("_", "-")
+
+
 def spec_from_args(args, seed: int = 0, meta_lr: float | None = None) -> run.RunSpec:
     """The run that `train`'s or `search`'s options describe."""
-    if args.gac_units is not None and (args.architecture or "lstm") != "lstm-gac":
-        raise UsageError(
-            f"--gac-units is a setting of --architecture lstm-gac, not of "
-            f"{args.architecture or 'lstm'}"
-        )
+    architecture = args.architecture or "lstm"
+    given = {}
+    for name, (owners, _) in architecture_settings().items():
+        if getattr(args, name) is None:
+            continue
+        if architecture not in owners:
+            raise UsageError(
+                f"{flag(name)} is a setting of --architecture {' and '.join(owners)}, not of "
+                f"{architecture}"
+            )
+        given[name] = getattr(args, name)
     return run.RunSpec.from_preset(
         args.problem, args.preset, optimizee_settings(args, args.problem), args.layers,
-        meta_lr, args.architecture, args.gac_units, epochs=args.epochs, steps=args.steps,
+        meta_lr, args.architecture, given, epochs=args.epochs, steps=args.steps,
         unroll=args.unroll,
         second_order=args.second_order, eval_every=args.eval_every,
         validation_problems=args.validation_problems, seed=seed,
@@ -420,7 +443,7 @@ def resume_command(args) -> int:
     defaults = vars(build_parser().parse_args(["train"]))
     given = [k for k, v in vars(args).items() if k != "resume" and v != defaults[k]]
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        flags = ", ".join(map(flag, given))
         raise UsageError(f"--resume continues a run with its own settings; drop {flags}")
     out = args.resume
     if not (out / folder.STATE).is_file():

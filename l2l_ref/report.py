@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from l2l_ref.architectures import ARCHITECTURES
+from l2l_ref.architectures import ARCHITECTURES, current_record
 from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
@@ -158,7 +158,7 @@ def _entry(
     experiment = {
         "problem": document["problem"],
         "preset": document["preset"],
-        "optimizer": document["optimizer"],
+        "optimizer": current_record(document["optimizer"]),
         "steps": document["steps"],
         "train": train,
         "search": search,

@@ -63,18 +63,23 @@ class RunSpec:
     @classmethod
     def from_preset(
         cls, problem: str = "quadratic", preset: str = "paper", settings=None, layers=None,
-        meta_lr=None, architecture=None, gac_units=None, **options,
+        meta_lr=None, architecture=None, architecture_settings=None, **options,
     ) -> "RunSpec":  # fmt: skip
-        """The run a preset defines for `problem`; `options` are TrainConfig's fields and
-        RunSpec's own (test_problems, learning_rates, backend, dtype, train_dtype); an option
-        of None takes the preset's value."""
+        """The run a preset defines for `problem`; `architecture_settings` ({name: value}) the
+        architecture's own, on top of the preset's where the architecture is the preset's;
+        `options` are TrainConfig's fields and RunSpec's own (test_problems, learning_rates,
+        backend, dtype, train_dtype); an option of None takes the preset's value."""
         options = {k: v for k, v in options.items() if v is not None}
         options.setdefault("train_dtype", presets.entry(problem, preset).train_dtype)
         optimizer = presets.optimizer_for(problem, preset)
         changes = {"layers": None if layers is None else tuple(layers)}
-        changes |= {"architecture": architecture, "gac_units": gac_units}
         changes = {k: v for k, v in changes.items() if v is not None}
-        optimizer = dataclasses.replace(optimizer, **changes)
+        kept = architecture in (None, optimizer.architecture)
+        own = dict(optimizer.architecture_settings if kept else ()) | (architecture_settings or {})
+        changes |= {"architecture": architecture or optimizer.architecture}
+        optimizer = dataclasses.replace(
+            optimizer, **changes, architecture_settings=tuple(own.items())
+        )
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         protocol = presets.training_for(problem, preset)
         if meta_lr is not None:
@@ -128,7 +133,7 @@ class RunSpec:
     def as_dict(self) -> dict:
         return {
             **{k: getattr(self, k) for k in ("problem", "preset", "settings")},
-            "optimizer": dataclasses.asdict(self.optimizer),
+            "optimizer": self.optimizer.record(),
             "train": dataclasses.asdict(self.train),
             "test_problems": self.test_problems,
             "learning_rates": list(self.learning_rates),
@@ -139,13 +144,13 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, record: dict) -> "RunSpec":
-        optimizer = dict(record["optimizer"], layers=tuple(record["optimizer"]["layers"]))
         train = dict(record["train"])
         if train.get("weights") is not None:
             train["weights"] = tuple(train["weights"])
         return cls(
             record["problem"], record["preset"], dict(record["settings"]),
-            OptimizerConfig(**optimizer), TrainConfig(**train), record["test_problems"],
+            OptimizerConfig.from_record(record["optimizer"]), TrainConfig(**train),
+            record["test_problems"],
             tuple(record["learning_rates"]), record["backend"], record["dtype"],
             record["train_dtype"],
         )  # fmt: skip
@@ -333,7 +338,7 @@ def document(
         "settings": spec.describe(problem, steps, seed),
         "problem": {"name": problem.name, "settings": problem.settings},
         "preset": spec.preset,
-        "optimizer": dataclasses.asdict(spec.optimizer),
+        "optimizer": spec.optimizer.record(),
         "train": dataclasses.asdict(spec.train),
         "backend": spec.backend,
         "dtype": spec.dtype,

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref import checkpoint, checks, presets, run
+from l2l_ref.architectures import current_record
 from l2l_ref.checkpoint import CheckpointError
 from l2l_ref.comparison import check_results
 from l2l_ref.errors import ConfigError, L2LError
@@ -246,6 +247,8 @@ class Search:
         written before): a trial whose folder lost its checkpoint runs again, a seed whose
         results.json is gone is compared again."""
         previous = read_record(path)
+        run = previous["settings"]["run"]
+        run["optimizer"] = current_record(run["optimizer"])  # as written before, or now
         if previous["settings"] != json.loads(json.dumps(self.settings)):
             raise ConfigError(
                 f"{self.out} holds a search with other settings; choose another --out"

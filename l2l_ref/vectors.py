@@ -609,7 +609,7 @@ def describe(case, arrays: dict) -> dict:
         }
     else:
         entry |= {
-            "optimizer": asdict(case.optimizer),
+            "optimizer": case.optimizer.record(),
             "groups": assign_networks(theta0, case.problem, case.optimizer),
             "unroll": case.unroll,
             "unrolls": case.unrolls,

@@ -7,9 +7,19 @@ state is an empty tuple per tensor."""
 import autograd.numpy as np
 import numpy as onp
 
+from l2l_ref.architectures import Setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
 COORDINATEWISE, HAND_WRITTEN = True, False
+
+# a setting of its own, so that the contract tests see one reach the flags and the files
+SETTINGS = {
+    "weight_gain": Setting(
+        1.0,
+        "φ_0's weights: standard normal × gain / sqrt(fan-in)",
+        lambda gain, config: None if gain > 0 else f"must be positive, got {gain}",
+    )
+}
 
 
 def memory_bytes(config, unroll: int, coordinates: int, itemsize: int, hand_written: bool) -> int:
@@ -32,7 +42,7 @@ def network_shapes(config) -> dict:
 
 def init_network(rng: onp.random.Generator, config) -> dict:
     def draw(shape):
-        return rng.standard_normal(shape) / onp.sqrt(shape[0])
+        return rng.standard_normal(shape) * config.setting("weight_gain") / onp.sqrt(shape[0])
 
     shapes = network_shapes(config)
     return {

@@ -21,9 +21,11 @@ def setups(draw, max_unroll: int = 4, architectures=tuple(ARCHITECTURES)):
     cell = draw(st.sampled_from(["plain", "fused"]))
     architecture = draw(st.sampled_from(architectures))
     gac = draw(st.integers(1, min(layers, default=1)))
+    own = (("gac_units", gac),) if architecture == "lstm-gac" else ()
     config = OptimizerConfig(
-        layers, name, param, scale, cell=cell, architecture=architecture, gac_units=gac
-    )
+        layers, name, param, scale, cell=cell, architecture=architecture,
+        architecture_settings=own,
+    )  # fmt: skip
     n_tensors = draw(st.integers(1, 3))
     shapes = {
         f"t{k}": tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from l2l_ref import baselines, checkpoint, run
 from l2l_ref.backends import numpy_backend
-from l2l_ref.cli import main
+from l2l_ref.cli import flag, main
 from l2l_ref.frozen import learned
 from l2l_ref.optimizer import (
     ARCHITECTURES,
@@ -59,9 +59,15 @@ def leaves(state) -> list:
     return list(flatten(state).values()) if state not in ((), [], {}) else []
 
 
-def config_for(architecture, **changes):
+def config_for(architecture, own=None, **changes):
+    """A small configuration of `architecture`; `own`: the architecture's settings, those of
+    them it has."""
     settings = {"layers": (5, 4), "preprocessing": "appendix_a", "preprocessing_param": 10.0}
-    return OptimizerConfig(**{**settings, **changes}, architecture=architecture)
+    declared = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    own = tuple((k, v) for k, v in (own or {}).items() if k in declared)
+    return OptimizerConfig(
+        **{**settings, **changes}, architecture=architecture, architecture_settings=own
+    )
 
 
 def two_tensors(rng, config):
@@ -147,7 +153,7 @@ def test_meta_gradient_matches_central_differences(architecture, second_order, c
     """First order: the meta-loss with the optimizee's gradients frozen at the values the
     unroll fed the optimizer; second order: the meta-loss itself."""
     rng, problem, groups, weights = case
-    config = config_for(architecture, cell="plain", layers=(3, 2), gac_units=1)
+    config = config_for(architecture, {"gac_units": 1}, cell="plain", layers=(3, 2))
     phi = {g: init_network(rng, config) for g in sorted(set(groups.values()))}
     instance = problem.instance()
     hidden = start_hidden(instance.theta0, config)
@@ -209,7 +215,12 @@ def test_the_learned_optimizer_is_an_optimizer_of_the_baselines_kind(architectur
 
 @pytest.mark.parametrize("architecture", NAMES)
 def test_checkpoints_keep_the_architecture(architecture, tmp_path):
-    config = config_for(architecture, gac_units=3 if architecture == "lstm-gac" else 2)
+    """φ, the tensor → network map and the configuration, the architecture's own settings at
+    values other than their defaults among them, come back from a checkpoint as saved."""
+    config = config_for(architecture, {"gac_units": 3, "weight_gain": 0.5})
+    assert config.architecture_settings != config_for(architecture).architecture_settings or (
+        not getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    )
     phi = {"all": init_network(np.random.default_rng(2), config)}
     checkpoint.save(tmp_path / "c.npz", phi, {"x": "all"}, config, {})
     loaded, loaded_config, header = checkpoint.load(tmp_path / "c.npz")
@@ -221,7 +232,7 @@ def test_checkpoints_keep_the_architecture(architecture, tmp_path):
 def test_each_architecture_names_itself_in_reports():
     """Reports and figures name the learned optimizer as its architecture's `label` does:
     distinct names for distinct architectures of the same layers, each with the layer sizes."""
-    labels = {name: optimizer_label(dataclasses.asdict(config_for(name))) for name in NAMES}
+    labels = {name: optimizer_label(config_for(name).record()) for name in NAMES}
     assert len(set(labels.values())) == len(NAMES), labels
     assert all("5×4" in label for label in labels.values()), labels
 
@@ -233,10 +244,14 @@ def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
         "--epochs", "2", "--steps", "10", "--unroll", "5", "--layers", "4", "--eval-every", "1",
         "--validation-problems", "2", "--test-problems", "3", "--learning-rates", "0.1,1",
     ]  # fmt: skip
+    own = other_values(architecture)  # each setting of its own, as a flag, not at its default
+    flags = [f for name, value in own.items() for f in (flag(name), str(value))]
     out = tmp_path / "run"
-    assert main(["train", *small, "--architecture", architecture, "--out", str(out)]) == 0
+    assert main(["train", *small, "--architecture", architecture, *flags, "--out", str(out)]) == 0
     _, config, _ = checkpoint.load(out / "checkpoint.npz")
-    assert config.architecture == architecture
+    assert config.architecture == architecture and dict(config.architecture_settings) == own
+    record = json.loads((out / "results.json").read_text())["optimizer"]
+    assert {name: record[name] for name in own} == own
     capsys.readouterr()
     args = [
         "evaluate", str(out / "checkpoint.npz"), "--validation-problems", "2", "--test-problems",
@@ -246,6 +261,31 @@ def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
     again = json.loads((tmp_path / "e.json").read_text())["results"]
     before = json.loads((out / "results.json").read_text())["results"]
     assert again["LSTM"]["final_losses"] == before["LSTM"]["final_losses"]
+
+
+def other_values(architecture) -> dict:
+    """Each of the architecture's own settings at a value other than its default."""
+    declared = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    return {name: s.default + 1 if isinstance(s.default, int) else s.default / 2
+            for name, s in declared.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_a_setting_of_another_architecture_is_refused_in_one_line(architecture, capsys):
+    """Every architecture's setting is a flag of train and search; given with an architecture
+    that lacks it, it is refused before any work (exit 2, one line naming its owner), and
+    a bad value is refused by the architecture's own check."""
+    for other in NAMES:
+        for name, value in other_values(other).items():
+            if other == architecture:
+                continue
+            args = ["train", "--architecture", architecture, flag(name), str(value)]
+            assert main(args) == 2
+            message = capsys.readouterr().err.strip()
+            assert "\n" not in message and f"{flag(name)} is a setting of" in message
+            assert other in message and f"not of {architecture}" in message
+    assert main(["train", "--architecture", "lstm-gac", "--gac-units", "0"]) == 2
+    assert "lstm-gac setting gac_units" in capsys.readouterr().err
 
 
 def test_an_unknown_architecture_is_refused():

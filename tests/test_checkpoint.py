@@ -50,6 +50,25 @@ def test_readable_by_numpy_alone_without_pickle(saved):
         assert json.loads(str(npz["metadata"]))["optimizer"]["layers"] == [3, 2]
 
 
+def with_optimizer(path, **fields):
+    """The checkpoint's optimizer record with `fields` changed."""
+    return set_metadata(
+        optimizer={**json.loads(str(np.load(path)["metadata"]))["optimizer"], **fields}
+    )
+
+
+def test_a_checkpoint_of_an_earlier_version_reads_as_today(saved):
+    """Earlier versions wrote lstm-gac's gac_units, at 2, into every optimizer's record: such a
+    checkpoint of the plain LSTM is the same checkpoint; any other value of it is refused."""
+    path, _ = saved
+    rewrite(path, with_optimizer(path, gac_units=2))
+    _, config, _ = checkpoint.load(path)
+    assert config == CONFIG and "gac_units" not in config.record()
+    rewrite(path, with_optimizer(path, gac_units=3))
+    with pytest.raises(checkpoint.CheckpointError, match="lstm has no setting gac_units"):
+        checkpoint.load(path)
+
+
 def rewrite(path, change):
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
@@ -90,12 +109,8 @@ CORRUPTIONS = {
     "networks a list": lambda p: rewrite(p, set_metadata(networks=["conv"])),
     "network not in φ": lambda p: rewrite(p, set_metadata(networks={"x": "other"})),
     "optimizer a string": lambda p: rewrite(p, set_metadata(optimizer="lstm")),
-    "layers mismatch": lambda p: rewrite(
-        p,
-        set_metadata(
-            optimizer={**json.loads(str(np.load(p)["metadata"]))["optimizer"], "layers": [3, 3]}
-        ),
-    ),
+    "layers mismatch": lambda p: rewrite(p, with_optimizer(p, layers=[3, 3])),
+    "a setting of another architecture": lambda p: rewrite(p, with_optimizer(p, gac_units=3)),
 }
 
 

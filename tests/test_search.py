@@ -441,3 +441,30 @@ def test_a_folder_of_another_search_is_refused(reference, capsys):
             "--out", str(out)]  # fmt: skip
     assert main(args) == 2
     assert "holds a search with other settings" in capsys.readouterr().err
+
+
+def test_a_search_written_before_the_architectures_owned_their_settings_is_taken_up(
+    reference, tmp_path
+):
+    """Records of earlier versions carried lstm-gac's gac_units, at 2, in every optimizer's
+    record. A search folder so written is taken up with nothing run again, and its results
+    files report as the same experiment as today's."""
+    out, record = reference
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    written = json.loads((old / "search.json").read_text())
+    assert "gac_units" not in written["settings"]["run"]["optimizer"]  # lstm: none of its own
+    written["settings"]["run"]["optimizer"]["gac_units"] = 2
+    (old / "search.json").write_text(json.dumps(written))
+    seed_0 = old / "seed-0" / "results.json"
+    results = json.loads(seed_0.read_text())
+    results["optimizer"]["gac_units"] = 2
+    seed_0.write_text(json.dumps(results))
+    counted = Count()
+    assert without_times(run_search(old, lambda: search.local_pool(1), counted)) == (
+        without_times(record)
+    )
+    assert counted.n == 0
+    pooled = report.load([seed_0, out / "seed-1" / "results.json"], pool_rates=True)
+    (claim,) = report.summarize(pooled)  # one experiment, as two of today's files make
+    assert claim["seeds"] == [0, 1]

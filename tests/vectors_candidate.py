@@ -313,9 +313,11 @@ def buggy_cell(bug):
 def optimizer_config(entry, bug):
     options = entry["optimizer"]
     scale = 1.0 if bug == "no output scale" else options["output_scale"]
+    gac = options["architecture"] == "lstm-gac"
     return OptimizerConfig(
         tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"],
-        scale, architecture=options["architecture"], gac_units=options["gac_units"],
+        scale, architecture=options["architecture"],
+        architecture_settings=(("gac_units", options["gac_units"]),) if gac else (),
     )  # fmt: skip
 
 

@@ -18,21 +18,29 @@ An architecture module provides:
         for run.memory_estimate's refusal of runs too large alike);
     label(optimizer) -> the optimizer in words, from the optimizer dict of a results or
         search file ("LSTM 20×20"), for reports and figures;
+    SETTINGS (optional): {name: Setting} the architecture's own settings, beyond the LSTM
+        layers, preprocessing and output scale every learned optimizer has; each becomes a
+        flag of train and search (`--name-with-dashes`), a key of the optimizer's record in
+        checkpoints and results files, and `config.setting(name)`;
     COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
     HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
         then uses it; otherwise autograd traces the unroll).
 
-Adding one is a module and a line in ARCHITECTURES; tests/test_architectures.py holds every
-registered architecture to the contract (shapes, permutations of the coordinates, gradients
-against finite differences, backends, checkpoints).
+Adding one, with settings of its own or none, is a module and a line in ARCHITECTURES;
+tests/test_architectures.py holds every registered architecture to the contract (shapes,
+permutations of the coordinates, gradients against finite differences, backends, checkpoints,
+settings).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from l2l_ref.architectures import lstm, lstm_gac
+from l2l_ref.architectures.setting import Setting
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
+
+__all__ = ["ARCHITECTURES", "INITS", "OptimizerConfig", "Setting", "current_record"]
 
 ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac}
 
@@ -41,6 +49,15 @@ INITS = ("released", "zero-head", "zeros")
 # the largest LSTM layer accepted: far beyond any experiment (the paper's has 20 units), small
 # enough that φ of one network fits comfortably in memory
 MAX_UNITS = 4096
+
+
+def current_record(record: dict) -> dict:
+    """An optimizer's record as `OptimizerConfig.record` writes it now: records written before
+    the architectures owned their settings carry lstm-gac's gac_units, at its default 2, for
+    every architecture; where it is no setting, it is dropped."""
+    if record.get("architecture", "lstm") != "lstm-gac" and record.get("gac_units") == 2:
+        return {k: v for k, v in record.items() if k != "gac_units"}
+    return dict(record)
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,9 @@ class OptimizerConfig:
     cell: str = "fused"
     share_networks: bool = False  # one network for all parameter groups
     architecture: str = "lstm"  # a key of ARCHITECTURES
-    gac_units: int = 2  # lstm-gac: the units of each layer that send their global average
+    # the architecture's own settings (its module's SETTINGS) as (name, value) pairs, in the
+    # order SETTINGS declares them; any not given takes its default
+    architecture_settings: tuple = ()
 
     def __post_init__(self):
         field_types(self)
@@ -87,13 +106,60 @@ class OptimizerConfig:
             raise ConfigError(
                 f"every LSTM layer needs 1 to {MAX_UNITS} units, got {list(self.layers)}"
             )
-        if self.architecture == "lstm-gac" and not all(
-            1 <= self.gac_units <= units for units in self.layers
-        ):
+        object.__setattr__(self, "architecture_settings", self._settings_checked())
+
+    def _settings_checked(self) -> tuple:
+        """architecture_settings complete, in declaration order, each value checked."""
+        declared = getattr(self.module, "SETTINGS", {})
+        try:
+            given = dict(self.architecture_settings)
+        except (TypeError, ValueError):
             raise ConfigError(
-                f"lstm-gac needs 1 to (units of the smallest layer) averaging units, "
-                f"got {self.gac_units} for layers {list(self.layers)}"
+                f"architecture_settings must be (name, value) pairs, not "
+                f"{self.architecture_settings!r}"
+            ) from None
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise ConfigError(
+                f"architecture {self.architecture} has no setting {', '.join(unknown)} "
+                f"(its settings: {', '.join(declared) or 'none'})"
             )
+        values = {name: given.get(name, setting.default) for name, setting in declared.items()}
+        for name, value in values.items():
+            setting = declared[name]
+            kind = type(setting.default)
+            if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+                raise ConfigError(
+                    f"{self.architecture} setting {name} must be of type {kind.__name__}, "
+                    f"not {value!r}"
+                )
+            problem = setting.check and setting.check(value, self)
+            if problem:
+                raise ConfigError(f"{self.architecture} setting {name}: {problem}")
+        return tuple(values.items())
+
+    def setting(self, name: str):
+        """The value of the architecture's own setting `name` (its module's SETTINGS)."""
+        return dict(self.architecture_settings)[name]
+
+    def record(self) -> dict:
+        """The configuration as checkpoints, results and vectors write it: every field by
+        name, the architecture's settings among them (lstm-gac: "gac_units")."""
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        own = dict(record.pop("architecture_settings"))
+        return {**record, "layers": list(self.layers), **own}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "OptimizerConfig":
+        """The configuration a record (`record`, as written by `record` now or before)
+        describes."""
+        names = {f.name for f in fields(cls)} - {"architecture_settings"}
+        record = current_record(record)
+        common = {k: v for k, v in record.items() if k in names}
+        if isinstance(common.get("layers"), list):
+            common["layers"] = tuple(common["layers"])
+        own = tuple((k, v) for k, v in record.items() if k not in names)
+        return cls(**common, architecture_settings=own)
 
     @property
     def input_size(self) -> int:

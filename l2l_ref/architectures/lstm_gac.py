@@ -1,7 +1,7 @@
 """LSTM+GAC: the coordinatewise LSTM with Global Averaging Cells (the paper's appendix on
 information sharing between coordinates).
 
-In each LSTM layer the last G units (`OptimizerConfig.gac_units`) are communication cells:
+In each LSTM layer the last G units (its setting `gac_units`) are communication cells:
 what they send, to the next layer and to their own layer at the next step, is the average of
 their output h over every coordinate the network serves, all its tensors together; every
 coordinate receives the same value. The other units, the cell states c, the parameters φ and
@@ -26,14 +26,30 @@ import autograd.numpy as np
 
 from l2l_ref.architectures import lstm
 from l2l_ref.architectures.lstm import CELLS, init_network, memory_bytes, network_shapes, start
+from l2l_ref.architectures.setting import Setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
+
+def _at_most_the_smallest_layer(units: int, config: OptimizerConfig) -> str | None:
+    """What is wrong with G = `units` for these layers (every layer needs G of its units)."""
+    if not all(1 <= units <= width for width in config.layers):
+        return f"needs 1 to (units of the smallest layer), got {units} for {list(config.layers)}"
+    return None
+
+
+# its one setting, G: `--gac-units`, "gac_units" in checkpoints and results files
+SETTINGS = {
+    "gac_units": Setting(
+        2, "averaging units per layer, the last of each", _at_most_the_smallest_layer
+    )
+}
+
 __all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "init_network", "label", "memory_bytes", "network_shapes",
-    "start", "step",
+    "COORDINATEWISE", "HAND_WRITTEN", "SETTINGS", "init_network", "label", "memory_bytes",
+    "network_shapes", "start", "step",
 ]  # fmt: skip
 
 # the averages couple the coordinates; training traces the unroll
@@ -62,9 +78,10 @@ def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tup
     preprocess = PREPROCESSORS[config.preprocessing][0]
     x = {name: preprocess(column, config.preprocessing_param) for name, column in columns.items()}
     cell, new_hidden = CELLS[config.cell], {name: [] for name in columns}
+    units = config.setting("gac_units")
     for depth, layer in enumerate(net["lstm"]):
         states = {name: cell(layer, x[name], hidden[name][depth])[1] for name in columns}
-        x = global_average({name: h for name, (h, _) in states.items()}, config.gac_units)
+        x = global_average({name: h for name, (h, _) in states.items()}, units)
         for name, (_, c) in states.items():
             new_hidden[name].append((x[name], c))
     head = net["head"]
