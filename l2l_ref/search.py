@@ -247,8 +247,8 @@ class Search:
         written before): a trial whose folder lost its checkpoint runs again, a seed whose
         results.json is gone is compared again."""
         previous = read_record(path)
-        run = previous["settings"]["run"]
-        run["optimizer"] = current_record(run["optimizer"])  # as written before, or now
+        written = previous["settings"]["run"]
+        written["optimizer"] = current_record(written["optimizer"])  # as written before, or now
         if previous["settings"] != json.loads(json.dumps(self.settings)):
             raise ConfigError(
                 f"{self.out} holds a search with other settings; choose another --out"

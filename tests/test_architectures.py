@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from l2l_ref import baselines, checkpoint, run
 from l2l_ref.backends import numpy_backend
 from l2l_ref.cli import flag, main
+from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import learned
 from l2l_ref.optimizer import (
     ARCHITECTURES,
@@ -286,6 +287,24 @@ def test_a_setting_of_another_architecture_is_refused_in_one_line(architecture, 
             assert other in message and f"not of {architecture}" in message
     assert main(["train", "--architecture", "lstm-gac", "--gac-units", "0"]) == 2
     assert "lstm-gac setting gac_units" in capsys.readouterr().err
+
+
+def test_a_setting_takes_its_defaults_type_and_the_architectures_check():
+    """A setting's value has its default's type (a whole number for a float one, as a file may
+    write it, is taken as a float; true is no number), and the architecture's check refuses
+    what it must; every refusal names the architecture and the setting."""
+    gain = config_for("coordinatewise-mlp", {"weight_gain": 2})
+    assert gain.setting("weight_gain") == 2.0 and isinstance(gain.setting("weight_gain"), float)
+    for own, message in [
+        ({"weight_gain": True}, "weight_gain must be of type float"),
+        ({"weight_gain": -1.0}, "weight_gain: must be positive"),
+    ]:
+        with pytest.raises(ConfigError, match=f"coordinatewise-mlp setting {message}"):
+            config_for("coordinatewise-mlp", own)
+    with pytest.raises(ConfigError, match="lstm-gac setting gac_units must be of type int"):
+        config_for("lstm-gac", {"gac_units": 2.0})
+    with pytest.raises(ConfigError, match="lstm has no setting gac_units"):
+        OptimizerConfig(architecture_settings=(("gac_units", 2),))
 
 
 def test_an_unknown_architecture_is_refused():

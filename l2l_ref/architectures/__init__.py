@@ -128,6 +128,8 @@ class OptimizerConfig:
         for name, value in values.items():
             setting = declared[name]
             kind = type(setting.default)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = values[name] = float(value)  # a file may write 1 for 1.0
             if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
                 raise ConfigError(
                     f"{self.architecture} setting {name} must be of type {kind.__name__}, "
