@@ -9,7 +9,7 @@ from pathlib import Path
 FORMAT = "l2l-ref-vectors"
 # 3: the cases conv-ties (max pooling's ties) and mlp-gac-networks (GAC with two networks);
 # corrected claims (docs/vectors.md, "Versions")
-VERSION = 3
+VERSION = 4
 ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}  # Torch7 adam, ε added to sqrt(v)
 # verify's tolerance per stage and step: abs ≤ atol + rtol · max|expected|
 TOLERANCE = {"float64": {"rtol": 1e-6, "atol": 1e-12}, "float32": {"rtol": 1e-3, "atol": 1e-12}}

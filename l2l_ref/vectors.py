@@ -212,6 +212,7 @@ TINY_MLP = mlp({"train": (IMAGES, LABELS)}, hidden=(5,), batch=4, name="tiny-mlp
 TINY_GAC = plain(
     preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1, architecture="lstm-gac"
 )
+WINDOW_2 = (("window", 2),)
 PREPROCESSED_INPUT = "preprocessed input"
 FIRST_C = "LSTM layer 0 c"
 CASES = (
@@ -454,6 +455,27 @@ CASES = (
         meta_lr=0.01,
         problem_formula=MLP,
     ),
+    Case(
+        "quadratic-ntm-bfgs",
+        "NTM-BFGS on quadratic-paper's problems (N = 20 coordinates): a controller of one "
+        "LSTM+GAC layer of 6 units (the last 2 averaged), 1 read and 3 write heads, a window "
+        "of 2 steps of writes in a run of 10, M_0 = I, writes scaled by 1/N; output scale 0.1; "
+        "two unrolls of 5",
+        (
+            Catch("read before write", "step 0", "read i_t", "x"),
+            Catch("M_0 = 0", "step 0", "read i_t", "x"),
+            Catch("writes not scaled by 1/N", "step 0", "read i_t", "x"),
+            Catch("a write head missing", "step 0", "memory a", "x"),
+            Catch("window one step short", "step 1", "memory a", "x"),
+            Catch("window one step long", "step 2", "read i_t", "x"),
+        ),
+        SMALL_QUADRATIC,
+        plain(
+            layers=(6,), output_scale=0.1, architecture="ntm-bfgs", architecture_settings=WINDOW_2
+        ),
+        PAPER_WEIGHTS,
+        problem_formula=QUADRATIC,
+    ),
     BaselinesCase(
         "baselines",
         "SGD, RMSprop, Adam and NAG as Torch7's optim computes them, 6 steps each from the "
@@ -523,9 +545,8 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
                 f"preprocessed/{name}",
                 preprocess(onp.reshape(gradient, (-1, 1)), case.optimizer.preprocessing_param),
             )
-            for layer, (h, c) in enumerate(hidden[name]):
-                add(f"lstm/{layer}/h/{name}", h)
-                add(f"lstm/{layer}/c/{name}", c)
+            for key, value in case.optimizer.module.state_stages(hidden[name]).items():
+                add(f"{key}/{name}", value)
             add(f"update/{name}", updates[name])
             add(f"theta/{name}", theta[name])
         add("loss", loss)

@@ -153,6 +153,7 @@ META_LABELS = {
     "grad": "gradient ∇_t",
     "preprocessed": "preprocessed input",
     "update": "update g_t",
+    "read": "read i_t",
     "theta": "θ_t",
     "loss": "loss f(θ_t)",
     "meta_loss": "meta-loss",
@@ -167,6 +168,8 @@ def stage_of(key: str) -> tuple[str, str | None]:
     parts = key.split("/")
     if parts[0] == "lstm":
         return f"LSTM layer {parts[1]} {parts[2]}", "/".join(parts[3:])
+    if parts[0] == "memory":
+        return f"memory {parts[1]}", "/".join(parts[2:])
     if parts[0] == "baseline":
         name, part = parts[1], parts[2]
         label = BASELINE_LABELS.get(part, part.replace("_", " "))
@@ -179,6 +182,8 @@ def meta_schedule(entry: dict) -> list[tuple[str, str, int]]:
     steps, unroll, layers = entry["steps"], entry["unroll"], len(entry["optimizer"]["layers"])
     per_step = ["gradient ∇_t", "preprocessed input"]
     per_step += [f"LSTM layer {n} {part}" for n in range(layers) for part in ("c", "h")]
+    if any(key.startswith("read/") for key in entry.get("arrays", ())):  # NTM-BFGS: write, read
+        per_step += ["memory a", "memory b", "read i_t"]
     per_step += ["update g_t"]
     order = []
     for t in range(steps + 1):

@@ -236,6 +236,11 @@ GAC_BUGS = {
     },
 }
 
+NTM_BUGS = (
+    "read before write", "M_0 = 0", "writes not scaled by 1/N", "a write head missing",
+    "window one step short", "window one step long",
+)  # fmt: skip
+
 
 BUGS = (
     *PREPROCESSING_BUGS, *CELL_BUGS,
@@ -250,7 +255,7 @@ BUGS = (
     "NAG gradient at θ", "PyTorch's Nesterov", *GAC_BUGS, "cell state averaged too",
     "average on the next layer only", *POOLING_BUGS, "average over every network's tensors",
     "RMSprop α and 1 − α swapped", "output scale before the head bias",
-    "batch norm's ε added to σ",
+    "batch norm's ε added to σ", *NTM_BUGS,
 )  # fmt: skip
 
 
@@ -310,15 +315,131 @@ def buggy_cell(bug):
     return cell_forward
 
 
+OWN_SETTINGS = {
+    "lstm": (), "lstm-gac": ("gac_units",),
+    "ntm-bfgs": ("gac_units", "read_heads", "write_heads", "window"),
+}  # fmt: skip
+
+
 def optimizer_config(entry, bug):
     options = entry["optimizer"]
     scale = 1.0 if bug == "no output scale" else options["output_scale"]
-    gac = options["architecture"] == "lstm-gac"
+    own = tuple((name, options[name]) for name in OWN_SETTINGS[options["architecture"]])
     return OptimizerConfig(
         tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"],
-        scale, architecture=options["architecture"],
-        architecture_settings=(("gac_units", options["gac_units"]),) if gac else (),
+        scale, architecture=options["architecture"], architecture_settings=own,
     )  # fmt: skip
+
+
+def ntm_start(theta, config, bug=None):
+    """NTM-BFGS's zero state per tensor: the controller's (h, c) per layer, the previous reads,
+    and the writes so far (none)."""
+    reads = config.setting("read_heads")
+    return {
+        name: {"lstm": ref.zero_hidden({name: v}, config)[name],
+               "read": np.zeros((v.size, reads), v.dtype), "writes": ()}
+        for name, v in theta.items()
+    }  # fmt: skip
+
+
+def ntm_step(phi, groups, problem, config, theta, hidden, t, bug, grads=None):
+    """One step of NTM-BFGS as docs/vectors.md describes it, with the memory of each network
+    held as a dense N × N matrix rebuilt from the writes of the last `window` steps."""
+    grads = problem.grad(theta, t) if grads is None else grads
+    reads, heads, window = (config.setting(k) for k in ("read_heads", "write_heads", "window"))
+    heads_kept = heads - 1 if bug == "a write head missing" else heads
+    stages, new_theta, new_hidden = {}, dict(theta), {}
+    for group, names in ref.by_group(list(theta), groups).items():
+        net = phi[group]
+        x = {}
+        for name in names:
+            columns = [np.asarray(grads[name]).reshape(-1, 1), *hidden[name]["read"].T[:, :, None]]
+            x[name] = np.concatenate(
+                [ref.preprocess(col, config.preprocessing, config.preprocessing_param)
+                 for col in columns], axis=1,
+            )  # fmt: skip
+            stages[f"grad/{name}"] = grads[name]
+            stages[f"preprocessed/{name}"] = x[name][:, : config.input_size]
+        lstm = {name: [] for name in names}
+        for depth, layer in enumerate(net["lstm"]):
+            h, c = {}, {}
+            for name in names:
+                h[name], c[name], _ = ref.cell_forward(
+                    layer["W"], layer["b"], x[name], *hidden[name]["lstm"][depth]
+                )
+            x = ref.average_units(h, config.setting("gac_units"))
+            for name in names:
+                lstm[name].append((x[name], c[name]))
+                stages[f"lstm/{depth}/c/{name}"] = c[name]
+                stages[f"lstm/{depth}/h/{name}"] = x[name]
+        out = {name: x[name] @ net["head"]["W"] + net["head"]["b"] for name in names}
+        first_a, first_b = 1 + reads, 1 + reads + heads
+        a = {name: o[:, first_a : first_a + heads_kept] for name, o in out.items()}
+        b = {name: o[:, first_b : first_b + heads_kept] for name, o in out.items()}
+        writes = {name: (*hidden[name]["writes"], (a[name], b[name])) for name in names}
+        # the dense memory of the network: its rows in the order of its tensors
+        N = sum(len(x[name]) for name in names)
+        span = {"window one step short": window - 1, "window one step long": window + 1}.get(
+            bug, window
+        )
+        source = {name: hidden[name]["writes"] if bug == "read before write" else writes[name]
+                  for name in names}  # fmt: skip
+        steps = len(source[names[0]])
+        M = np.zeros((N, N), dtype=out[names[0]].dtype)
+        if bug != "M_0 = 0":
+            M += np.eye(N)
+        for s in range(max(0, steps - span), steps):
+            A = np.concatenate([source[name][s][0] for name in names])
+            B = np.concatenate([source[name][s][1] for name in names])
+            M = M + A @ B.T / (1 if bug == "writes not scaled by 1/N" else N)
+        r = np.concatenate([out[name][:, 1 : 1 + reads] for name in names])
+        read = M @ r
+        rows = np.cumsum([len(x[name]) for name in names])[:-1]
+        for name, i in zip(names, np.split(read, rows), strict=True):
+            recorded = writes[name][-min(min(span, window), len(writes[name])) :]
+            pad = np.zeros((len(i), (window - len(recorded)) * heads_kept), dtype=i.dtype)
+            stages[f"memory/a/{name}"] = np.concatenate([pad, *(w[0] for w in recorded)], axis=1)
+            stages[f"memory/b/{name}"] = np.concatenate([pad, *(w[1] for w in recorded)], axis=1)
+            stages[f"read/{name}"] = i
+            update = (out[name][:, :1] * config.output_scale).reshape(np.shape(theta[name]))
+            stages[f"update/{name}"] = update
+            new_theta[name] = theta[name] + update
+            kept = writes[name][-window - 1 :]  # enough for every bug's span
+            new_hidden[name] = {"lstm": lstm[name], "read": i, "writes": kept}
+    return stages, new_theta, new_hidden
+
+
+def ntm_meta_gradient(
+    phi, groups, problem, config, weights, theta, hidden, t0, second_order, bug=None
+):
+    """dL/dφ, first order (the gradients the unroll saw held fixed), by complex steps: each
+    entry of φ moved by i·1e-20, dL/dφ = Im L / 1e-20, exact to rounding (no autograd)."""
+    assert not second_order
+    T, frozen, state, point = len(weights) - 1, [], hidden, theta
+    for t in range(T):
+        frozen.append(problem.grad(point, t0 + t))
+        _, point, state = ntm_step(
+            phi, groups, problem, config, point, state, t0 + t, bug, frozen[-1]
+        )
+
+    def meta_loss(flat):
+        net, point, state = nested_phi(flat), theta, hidden
+        losses = [problem.value(point, t0)]
+        for t in range(T):
+            _, point, state = ntm_step(net, groups, problem, config, point, state, t0 + t, bug,
+                                       frozen[t])  # fmt: skip
+            losses.append(problem.value(point, t0 + t + 1))
+        return sum(w * f for w, f in zip(weights, losses, strict=True))
+
+    flat, step = flat_phi(phi), 1e-20
+    grad = {}
+    for key, value in flat.items():
+        grad[key] = np.zeros(value.shape, value.dtype)
+        for index in np.ndindex(value.shape):
+            moved = value.astype(np.result_type(value.dtype, np.complex64))
+            moved[index] += step * 1j
+            grad[key][index] = meta_loss({**flat, key: moved}).imag / step
+    return grad
 
 
 def meta_weights(entry, bug):
@@ -480,7 +601,8 @@ def run_meta_case(entry, arrays, bug, dtype):
     def add(key, value):
         out.setdefault(key, []).append(value)
 
-    hidden = start_state(theta, config, bug)
+    ntm = config.architecture == "ntm-bfgs"
+    hidden = ntm_start(theta, config) if ntm else start_state(theta, config, bug)
     state, previous = None, None
     for k in range(entry["unrolls"]):
         phi = nested_phi(flat)
@@ -491,7 +613,9 @@ def run_meta_case(entry, arrays, bug, dtype):
             theta = start_theta = {name: out[f"theta/{name}"][0] for name in theta}
         losses = [problem.value(theta, k * T)]
         for t in range(k * T, (k + 1) * T):
-            stages, theta, hidden = step(phi, groups, problem, config, theta, hidden, t, bug)
+            stages, theta, hidden = (ntm_step if ntm else step)(
+                phi, groups, problem, config, theta, hidden, t, bug
+            )
             for key, value in stages.items():
                 add(key, value)
             losses.append(problem.value(theta, t + 1))
@@ -499,12 +623,18 @@ def run_meta_case(entry, arrays, bug, dtype):
                 add(f"theta/{name}", value)
             add("loss", losses[-1])
         add("meta_loss", sum(w * f for w, f in zip(weights, losses, strict=True)))
-        grad = flat_phi(
-            ref.meta_gradient(
+        if ntm:
+            grad = ntm_meta_gradient(
                 phi, groups, problem, config, weights, start_theta, start_hidden, k * T,
-                second_order,
-            )
-        )  # fmt: skip
+                second_order, bug,
+            )  # fmt: skip
+        else:
+            grad = flat_phi(
+                ref.meta_gradient(
+                    phi, groups, problem, config, weights, start_theta, start_hidden, k * T,
+                    second_order,
+                )
+            )  # fmt: skip
         if bug == "both bias gradients added":
             grad = {
                 key: 2 * g if "/lstm/" in key and key.endswith("/b") else g

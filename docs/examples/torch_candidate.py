@@ -293,7 +293,7 @@ def main(vectors, out):
             stages = run(entry, dict(npz))
         np.savez(out / entry["file"], **{k: np.stack(v) for k, v in stages.items()})
     names = [entry["name"] for entry in manifest["cases"]]
-    candidate = {"format": "l2l-ref-vectors", "version": 3, "cases": names}
+    candidate = {"format": "l2l-ref-vectors", "version": 4, "cases": names}
     (out / "manifest.json").write_text(json.dumps(candidate))
 
 

@@ -6,8 +6,9 @@ An architecture module provides:
     network_shapes(config) -> {"lstm": [{"W": shape, "b": shape}, ...], "head": {...}}
         the shape of every array of one network's φ (no arrays made);
     init_network(rng, config) -> one network's φ, host arrays drawn from `rng`;
-    start(template, config) -> the hidden state of the coordinates of one tensor (a list of
-        (h, c) per layer), zero, made beside `template`;
+    start(template, config) -> the state of the coordinates of one tensor, zero, made beside
+        `template`: any tree of arrays with a row per coordinate (the LSTM: (h, c) per
+        layer; NTM-BFGS: the controller's, its reads and its rows of the memory's writes);
     step(net, columns, hidden, config) -> (updates, hidden)
         one step of m for all the tensors one network serves: columns {tensor: (n, 1)
         gradients}, hidden {tensor: state}; returns {tensor: (n, 1) updates} and the new
@@ -18,6 +19,9 @@ An architecture module provides:
         for run.memory_estimate's refusal of runs too large alike);
     label(optimizer) -> the optimizer in words, from the optimizer dict of a results or
         search file ("LSTM 20×20"), for reports and figures;
+    state_stages(state) (optional) -> {key: array}: one tensor's state as the reference
+        vectors record it ("lstm/0/h", ...; docs/vectors.md), for an architecture with a
+        vectors case;
     SETTINGS (optional): {name: Setting} the architecture's own settings, beyond the LSTM
         layers, preprocessing and output scale every learned optimizer has; each becomes a
         flag of train and search (`--name-with-dashes`), a key of the optimizer's record in
@@ -34,7 +38,7 @@ settings).
 
 from dataclasses import dataclass, fields
 
-from l2l_ref.architectures import lstm, lstm_gac
+from l2l_ref.architectures import lstm, lstm_gac, ntm_bfgs
 from l2l_ref.architectures.setting import Setting
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
@@ -42,7 +46,7 @@ from l2l_ref.preprocessing import PREPROCESSORS
 
 __all__ = ["ARCHITECTURES", "INITS", "OptimizerConfig", "Setting", "current_record"]
 
-ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac}
+ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac, "ntm-bfgs": ntm_bfgs}
 
 INITS = ("released", "zero-head", "zeros")
 

@@ -82,17 +82,25 @@ def label(optimizer: dict) -> str:
     return "LSTM " + ("×".join(map(str, optimizer["layers"])) or "no LSTM")
 
 
-def network_shapes(config: OptimizerConfig) -> dict:
-    """The shape of every array of one network's φ, without allocating any."""
-    lstm, n_in = [], config.input_size
+def network_shapes(config: OptimizerConfig, n_in: int | None = None, outputs: int = 1) -> dict:
+    """The shape of every array of one network's φ, without allocating any: LSTM layers on
+    `n_in` inputs (the preprocessed gradient's by default) and a head to `outputs`."""
+    lstm, n_in = [], config.input_size if n_in is None else n_in
     for units in config.layers:
         lstm.append({"W": (n_in + units, 4 * units), "b": (4 * units,)})
         n_in = units
-    return {"lstm": lstm, "head": {"W": (n_in, 1), "b": (1,)}}
+    return {"lstm": lstm, "head": {"W": (n_in, outputs), "b": (outputs,)}}
 
 
 def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
-    """φ of one network, on the host, initialised as the released code does (docs/spec.md §2).
+    """φ of one network, on the host, initialised as the released code does (docs/spec.md §2):
+    init_shaped on network_shapes."""
+    return init_shaped(rng, network_shapes(config), config.init)
+
+
+def init_shaped(rng: onp.random.Generator, shapes: dict, init: str) -> dict:
+    """φ of the LSTM layers and head of `shapes` (network_shapes' layout), as the released code
+    initialises them (docs/spec.md §2).
 
     LSTM W and b ~ truncated normal with σ = 1/sqrt(layer input size + H); head W ~ truncated
     normal with σ = 1/sqrt(H); head b = 0. With init="zero-head" the head W is 0 too (drawn
@@ -101,17 +109,17 @@ def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     """
 
     def draw(shape, stddev, head=False):
-        if config.init == "zeros":
+        if init == "zeros":
             return onp.zeros(shape)
         sample = truncated_normal(rng, shape, stddev)
-        return onp.zeros(shape) if head and config.init == "zero-head" else sample
+        return onp.zeros(shape) if head and init == "zero-head" else sample
 
-    lstm, n_in = [], config.input_size
-    for units in config.layers:
-        stddev = 1.0 / onp.sqrt(n_in + units)
-        lstm.append({"W": draw((n_in + units, 4 * units), stddev), "b": draw((4 * units,), stddev)})
-        n_in = units
-    head = {"W": draw((n_in, 1), 1.0 / onp.sqrt(n_in), head=True), "b": onp.zeros(1)}
+    lstm = []
+    for layer in shapes["lstm"]:
+        stddev = 1.0 / onp.sqrt(layer["W"][0])  # the layer's input size + H
+        lstm.append({"W": draw(layer["W"], stddev), "b": draw(layer["b"], stddev)})
+    W = shapes["head"]["W"]
+    head = {"W": draw(W, 1.0 / onp.sqrt(W[0]), head=True), "b": onp.zeros(shapes["head"]["b"])}
     return {"lstm": lstm, "head": head}
 
 
@@ -122,6 +130,16 @@ def start(template, config: OptimizerConfig) -> list:
         (np.zeros_like(template, shape=(n, units)), np.zeros_like(template, shape=(n, units)))
         for units in config.layers
     ]
+
+
+def state_stages(state: list) -> dict:
+    """The state of one tensor as the reference vectors record it: "lstm/{layer}/h" and
+    "lstm/{layer}/c" (docs/vectors.md)."""
+    return {
+        f"lstm/{layer}/{part}": value
+        for layer, (h, c) in enumerate(state)
+        for part, value in (("h", h), ("c", c))
+    }
 
 
 def lstm_cell(layer: dict, x, state: tuple) -> tuple:

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 import autograd.numpy as np
 
 from l2l_ref.architectures import lstm
-from l2l_ref.architectures.lstm import CELLS, init_network, memory_bytes, network_shapes, start
+from l2l_ref.architectures.lstm import (
+    CELLS,
+    init_network,
+    memory_bytes,
+    network_shapes,
+    start,
+    state_stages,
+)  # fmt: skip
 from l2l_ref.architectures.setting import Setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
@@ -33,7 +40,7 @@ if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
 
-def _at_most_the_smallest_layer(units: int, config: OptimizerConfig) -> str | None:
+def at_most_the_smallest_layer(units: int, config: OptimizerConfig) -> str | None:
     """What is wrong with G = `units` for these layers (every layer needs G of its units)."""
     if not all(1 <= units <= width for width in config.layers):
         return f"needs 1 to (units of the smallest layer), got {units} for {list(config.layers)}"
@@ -43,13 +50,13 @@ def _at_most_the_smallest_layer(units: int, config: OptimizerConfig) -> str | No
 # its one setting, G: `--gac-units`, "gac_units" in checkpoints and results files
 SETTINGS = {
     "gac_units": Setting(
-        2, "averaging units per layer, the last of each", _at_most_the_smallest_layer
+        2, "averaging units per layer, the last of each", at_most_the_smallest_layer
     )
 }
 
 __all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "SETTINGS", "init_network", "label", "memory_bytes",
-    "network_shapes", "start", "step",
+    "COORDINATEWISE", "HAND_WRITTEN", "SETTINGS", "init_network", "label", "layers",
+    "memory_bytes", "network_shapes", "start", "state_stages", "step",
 ]  # fmt: skip
 
 # the averages couple the coordinates; training traces the unroll
@@ -72,18 +79,26 @@ def global_average(outputs: dict, units: int) -> dict:
     }
 
 
+def layers(net_lstm: list, x: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
+    """The LSTM layers for the tensors one network serves, over all of them together, the
+    last `gac_units` units of each layer averaged after it: x {tensor: (n, inputs)} and hidden
+    {tensor: (h, c) per layer} give the last layer's output {tensor: (n, H)} and the new states."""
+    cell, new_hidden = CELLS[config.cell], {name: [] for name in x}
+    units = config.setting("gac_units")
+    for depth, layer in enumerate(net_lstm):
+        states = {name: cell(layer, x[name], hidden[name][depth])[1] for name in x}
+        x = global_average({name: h for name, (h, _) in states.items()}, units)
+        for name, (_, c) in states.items():
+            new_hidden[name].append((x[name], c))
+    return x, new_hidden
+
+
 def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
     """m for the tensors one network serves, layer by layer over all of them together, the
     communication units averaged after each layer."""
     preprocess = PREPROCESSORS[config.preprocessing][0]
     x = {name: preprocess(column, config.preprocessing_param) for name, column in columns.items()}
-    cell, new_hidden = CELLS[config.cell], {name: [] for name in columns}
-    units = config.setting("gac_units")
-    for depth, layer in enumerate(net["lstm"]):
-        states = {name: cell(layer, x[name], hidden[name][depth])[1] for name in columns}
-        x = global_average({name: h for name, (h, _) in states.items()}, units)
-        for name, (_, c) in states.items():
-            new_hidden[name].append((x[name], c))
+    x, new_hidden = layers(net["lstm"], x, hidden, config)
     head = net["head"]
     updates = {name: (x[name] @ head["W"] + head["b"]) * config.output_scale for name in columns}
     return updates, new_hidden
