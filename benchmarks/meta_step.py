@@ -7,12 +7,15 @@ coordinates; no preprocessing) and the MNIST MLP (784-20-10 sigmoid, 15,910 coor
 minibatch 128 of synthetic images; Appendix A preprocessing, output × 0.1).
 
     python benchmarks/meta_step.py [--repeats 5] [--dtypes float64,float32]
+                                   [--architectures lstm,lstm-gac,ntm-bfgs] [--cases quadratic]
 
 Prints a table: median seconds per meta-step over the repeats (after one warm-up) and the
-peak memory of one meta-step (see peak_memory).
+peak memory of one meta-step (see peak_memory), for each architecture (default the LSTM alone)
+with the preset's layers, preprocessing and scale and the architecture's default settings.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -64,6 +67,11 @@ class Setup:
     config: OptimizerConfig
     train: TrainConfig
     backend: object
+
+
+def architecture_config(case: str, architecture: str) -> OptimizerConfig:
+    """The preset's optimizer for `case` with `architecture` (its settings at their defaults)."""
+    return dataclasses.replace(CASES[case][1], architecture=architecture)
 
 
 def setup(
@@ -178,25 +186,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtypes", default="float64,float32")
-    parser.add_argument("--peak-of", nargs=2, metavar=("CASE", "DTYPE"), help=argparse.SUPPRESS)
+    parser.add_argument("--architectures", default="lstm")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument(
+        "--peak-of", nargs=3, metavar=("CASE", "DTYPE", "ARCH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.peak_of:
-        case, dtype = args.peak_of
-        make_problem, config = CASES[case]
-        return report_peak(one_meta_step(make_problem(), dtype, config=config))
+        case, dtype, architecture = args.peak_of
+        config = architecture_config(case, architecture)
+        return report_peak(one_meta_step(CASES[case][0](), dtype, config=config))
     print(f"cpu: {cpu_description()}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {onp.__version__}; "
-        f"median of {args.repeats} after a warm-up; paper preset, unroll 20, LSTM 2×20"
+        f"median of {args.repeats} after a warm-up; paper preset, unroll 20, 2×20 layers"
     )
-    print(f"{'optimizee':<10} {'coords':>7} {'dtype':>8} {'s/meta-step':>12} {'peak MiB':>9}")
-    for case, (make_problem, config) in CASES.items():
-        problem = make_problem()
-        for dtype in args.dtypes.split(","):
-            seconds = median_seconds(one_meta_step(problem, dtype, config=config), args.repeats)
-            peak = peak_memory("meta_step.py", case, dtype)
-            print(f"{case:<10} {coordinates(problem):>7} {dtype:>8} {seconds:>12.3f} {peak:>9.1f}")
+    print(
+        f"{'optimizee':<10} {'architecture':<12} {'coords':>7} {'dtype':>8} {'s/meta-step':>12} "
+        f"{'peak MiB':>9}"
+    )
+    for case in args.cases.split(","):
+        problem = CASES[case][0]()
+        for architecture in args.architectures.split(","):
+            config = architecture_config(case, architecture)
+            for dtype in args.dtypes.split(","):
+                step = one_meta_step(problem, dtype, config=config)
+                seconds = median_seconds(step, args.repeats)
+                peak = peak_memory("meta_step.py", case, dtype, architecture)
+                print(
+                    f"{case:<10} {architecture:<12} {coordinates(problem):>7} {dtype:>8} "
+                    f"{seconds:>12.3f} {peak:>9.1f}"
+                )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

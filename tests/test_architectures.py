@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2l_ref import baselines, checkpoint, run
+from l2l_ref.architectures import current_record
 from l2l_ref.backends import numpy_backend
 from l2l_ref.cli import flag, main
 from l2l_ref.errors import ConfigError
@@ -228,6 +229,16 @@ def test_checkpoints_keep_the_architecture(architecture, tmp_path):
     assert loaded_config == config and header["networks"] == {"x": "all"}
     flat, flat_loaded = flatten(phi), flatten(loaded)
     assert all(flat[k].tobytes() == flat_loaded[k].tobytes() for k in flat)
+
+
+@pytest.mark.parametrize("architecture", NAMES)
+def test_a_record_at_the_default_settings_reads_back(architecture):
+    """The record of a configuration at its architecture's defaults (gac_units 2 among them,
+    which records of earlier versions wrote for every architecture) gives that configuration
+    back, and its label."""
+    config = config_for(architecture)
+    assert OptimizerConfig.from_record(config.record()) == config
+    assert optimizer_label(current_record(config.record()))
 
 
 def test_each_architecture_names_itself_in_reports():

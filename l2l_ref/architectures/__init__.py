@@ -58,8 +58,11 @@ MAX_UNITS = 4096
 def current_record(record: dict) -> dict:
     """An optimizer's record as `OptimizerConfig.record` writes it now: records written before
     the architectures owned their settings carry lstm-gac's gac_units, at its default 2, for
-    every architecture; where it is no setting, it is dropped."""
-    if record.get("architecture", "lstm") != "lstm-gac" and record.get("gac_units") == 2:
+    every architecture; where it is not a setting of the record's architecture, it is
+    dropped."""
+    module = ARCHITECTURES.get(record.get("architecture", "lstm"))
+    own = getattr(module, "SETTINGS", {})
+    if "gac_units" not in own and record.get("gac_units") == 2:
         return {k: v for k, v in record.items() if k != "gac_units"}
     return dict(record)
 
