@@ -283,6 +283,14 @@ def build_parser() -> Parser:
         help="count results files that differ only in their meta learning rate as one "
         "experiment (each seed's selected optimizer, evaluated anew)",
     )
+    report_cmd.add_argument(
+        "--against",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS",
+        help="another experiment's files: its learned optimizer against this one's, paired "
+        "on each seed's test problems",
+    )
     report_cmd.add_argument("--json", type=file_path, help="write the report here")
 
     plot_cmd = commands.add_parser("plot", help="loss curves of results files (Figures 4, 5)")
@@ -611,10 +619,16 @@ def search_table(plan: search.Search) -> str:
 
 
 def report_command(args) -> int:
-    claims = report.summarize(report.load(args.results, args.pool_rates))
+    entries = report.load(args.results, args.pool_rates)
+    claims = report.summarize(entries)
     print(report.render(claims))
+    document = {"claims": claims}
+    if args.against:
+        pairing = report.versus(entries, report.load(args.against, args.pool_rates))
+        print("\n" + report.render_versus(pairing))
+        document["against"] = pairing
     if args.json:
-        write_json(args.json, {"claims": claims})
+        write_json(args.json, document)
     return 0
 
 

@@ -184,6 +184,9 @@ def _entry(
         "label": _label(experiment),
         "seed": seed,
         "lstm": _float(lstm["final_mean"]),
+        "lstm_final_losses": [_float(x) for x in lstm["final_losses"]],
+        # the test problems, as the baselines' final losses identify them
+        "baseline_final_losses": {n: e["final_losses"] for n, e in results.items() if n != "LSTM"},
         "lstm_diverged": lstm.get("diverged"),
         "problems": len(lstm["final_losses"]),
         "baselines": baselines,
@@ -384,3 +387,74 @@ def render(claims: list[dict]) -> str:
         )
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def versus(entries: list[dict], others: list[dict]) -> dict:
+    """The learned optimizer of `entries` (one experiment) against that of `others` (another),
+    paired on the test problems of each seed both have: per seed, the other's final loss
+    minus this one's and the log ratio (mean ± standard error over the problems, and on how
+    many this one is lower), and across seeds the mean and 95% interval. The two must have
+    run on the same test problems: the baselines' final losses of a seed agree bit for bit."""
+    claims = [summarize(side) for side in (entries, others)]
+    if any(len(side) != 1 for side in claims):
+        raise ReportError("--against compares one experiment with one other")
+    (this,), (other,) = claims
+    by_seed = {e["seed"]: e for e in other["per_seed"]}
+    per_seed = []
+    for entry in this["per_seed"]:
+        match = by_seed.get(entry["seed"])
+        if match is None:
+            continue
+        if match["baseline_final_losses"] != entry["baseline_final_losses"]:
+            raise ReportError(
+                f"{entry['path']} and {match['path']}: seed {entry['seed']} ran on other test "
+                "problems (the baselines' final losses differ)"
+            )
+        mine, theirs = entry["lstm_final_losses"], match["lstm_final_losses"]
+        differences = [b - a for a, b in zip(mine, theirs, strict=True)]
+        mean, n = sum(differences) / len(differences), len(differences)
+        stderr = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1) / n)
+        log_mean, log_stderr = _log_ratio({}, {"final_losses": theirs}, {"final_losses": mine})
+        per_seed.append({
+            "seed": entry["seed"], "this": entry["lstm"], "other": match["lstm"],
+            "mean": mean, "stderr": stderr, "lower_on": sum(d > 0 for d in differences),
+            "problems": n, "log_mean": log_mean, "log_stderr": log_stderr,
+        })  # fmt: skip
+    if not per_seed:
+        raise ReportError("--against: the two experiments share no seed")
+    across = dict(
+        zip(("mean", "low", "high"), interval([p["mean"] for p in per_seed]), strict=True)
+    )
+    on_log = dict(
+        zip(("mean", "low", "high"), interval([p["log_mean"] for p in per_seed]), strict=True)
+    )
+    return {"this": this["label"], "other": other["label"], "per_seed": per_seed,
+            "across": across, "across_log": on_log}  # fmt: skip
+
+
+def render_versus(pairing: dict) -> str:
+    """versus as text: the seeds' paired differences, their interval, and which is lower."""
+    lines = [
+        f"this: {pairing['this']}",
+        f"against: {pairing['other']}",
+        "against minus this, final loss, paired on each seed's test problems (this lower on), "
+        "and log(against) − log(this):",
+        f"  {'seed':>6} {'this':>9} {'against':>9}{'difference':>28}{'log ratio':>20}",
+    ]
+    for p in pairing["per_seed"]:
+        cell = f"{p['mean']:+.4f} ± {p['stderr']:.4f} ({p['lower_on']}/{p['problems']})"
+        log = f"{p['log_mean']:+.3f} ± {p['log_stderr']:.3f}"
+        lines.append(f"  {p['seed']:>6} {p['this']:>9.4f} {p['other']:>9.4f}{cell:>28}{log:>20}")
+    a, g = pairing["across"], pairing["across_log"]
+    if len(pairing["per_seed"]) > 1:
+        cell = f"{a['mean']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}]"
+        log = f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+        lines.append(f"  {'mean':>6} {'95% CI':>19}{cell:>28}{log:>20}")
+    if g["low"] > 0:
+        verdict = "this lower: the interval of the log ratio is above 0"
+    elif g["high"] < 0:
+        verdict = "against lower: the interval of the log ratio is below 0"
+    else:
+        verdict = "undecided: the interval contains zero, or one seed"
+    lines.append(f"verdict: {verdict}")
+    return "\n".join(lines)

@@ -362,6 +362,30 @@ def test_report_separates_experiments_and_refuses_a_seed_twice(tmp_path):
         report.summarize(report.load([a, a]))
 
 
+def test_against_pairs_two_learned_optimizers_on_the_same_problems(tmp_path, capsys):
+    """`report --against`: one experiment's learned optimizer against another's, paired by
+    seed on the same test problems, by hand; other test problems are refused in one line."""
+    this, other = tmp_path / "this", tmp_path / "other"
+    this.mkdir(), other.mkdir()
+    adam = [[1.5, 2.25, 3.5], [2.0, 1.0, 2.5]]
+    mine = [[1.0, 2.0, 3.0], [1.5, 1.0, 2.0]]
+    theirs = [[2.0, 2.0, 3.5], [1.5, 2.0, 2.0]]
+    a = [results_file(this, s, mine[s], {"Adam": adam[s]}) for s in range(2)]
+    b = [results_file(other, s, theirs[s], {"Adam": adam[s]}, epochs=20) for s in range(2)]
+    pairing = report.versus(report.load(a), report.load(b))
+    first, second = pairing["per_seed"]
+    assert first["mean"] == pytest.approx(1.5 / 3) and first["lower_on"] == 2
+    assert second["mean"] == pytest.approx(1.0 / 3) and second["lower_on"] == 1
+    assert first["log_mean"] == pytest.approx((math.log(2) + math.log(3.5 / 3)) / 3)
+    assert pairing["across"]["mean"] == pytest.approx(1.25 / 3)
+    assert main(["report", *map(str, a), "--against", *map(str, b)]) == 0
+    assert "against minus this" in capsys.readouterr().out
+    elsewhere = results_file(tmp_path, 0, theirs[0], {"Adam": [1.0, 1.0, 1.0]}, epochs=30)
+    assert main(["report", str(a[0]), "--against", str(elsewhere)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "ran on other test problems" in message
+
+
 def test_pooled_rates_make_one_experiment_of_each_seeds_own_optimizer(tmp_path):
     files = []
     for seed, rate in ((0, 0.08), (1, 0.11)):
