@@ -222,6 +222,13 @@ def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
     return mean, math.sqrt(sum((r - mean) ** 2 for r in ratios) / (n - 1) / n)
 
 
+def optimizer_name(optimizer: dict) -> str:
+    """The learned optimizer's short name in tables ("LSTM", "NTM-BFGS"): its architecture's
+    NAME; an architecture not registered here by its registry name."""
+    name = optimizer.get("architecture", "lstm")
+    return ARCHITECTURES[name].NAME if name in ARCHITECTURES else name
+
+
 def optimizer_label(optimizer: dict) -> str:
     """The learned optimizer of a results or search file in words, as its architecture says
     (architectures' `label`); an architecture not registered here by its name and layers."""
@@ -354,8 +361,9 @@ def render(claims: list[dict]) -> str:
             describe(e["machine"]) if e["machine"] else "not recorded" for e in claim["per_seed"]
         }
         lines.append(f"meta-trained on: {'; and '.join(sorted(machines))}")
-        head = f"  {'seed':>6} {'LSTM':>9}" + "".join(name.rjust(WIDTH) for name in names)
-        lines.append("baseline minus LSTM, final loss, paired on each seed's test problems:")
+        learned = optimizer_name(claim["experiment"]["optimizer"])
+        head = f"  {'seed':>6} {learned:>9}" + "".join(name.rjust(WIDTH) for name in names)
+        lines.append(f"baseline minus {learned}, final loss, paired on each seed's test problems:")
         lines.append(head)
         for entry in claim["per_seed"]:
             cells = "".join(_cell(entry["baselines"][name], entry["problems"]) for name in names)
@@ -363,7 +371,7 @@ def render(claims: list[dict]) -> str:
         if n > 1:
             lines.append(f"  {'mean':>6} {'95% CI':>9}{_intervals(claim['across'], 4)}")
         lines.append(
-            "log(baseline final loss) − log(LSTM final loss), paired, diverged runs at "
+            f"log(baseline final loss) − log({learned} final loss), paired, diverged runs at "
             f"{DIVERGENCE:g} × f(θ_0):"
         )
         lines.append(head)
@@ -380,10 +388,10 @@ def render(claims: list[dict]) -> str:
         plain_bounds = f" [{plain['low']:+.3g}, {plain['high']:+.3g}]" if n > 1 else ""
         below = claim["lstm_below_every_baseline_in"]
         lines.append(
-            f"verdict, on the log of the final loss: LSTM below every tuned baseline in {below} "
-            f"of {n} seeds; against {closest} (the best baseline) log ratio {a['mean']:+.3g}"
-            f"{bounds} (final loss {plain['mean']:+.3g}{plain_bounds}), LSTM lower in "
-            f"{a['lstm_lower_in']} of {n}: {claim['verdict']}"
+            f"verdict, on the log of the final loss: {learned} below every tuned baseline in "
+            f"{below} of {n} seeds; against {closest} (the best baseline) log ratio "
+            f"{a['mean']:+.3g}{bounds} (final loss {plain['mean']:+.3g}{plain_bounds}), "
+            f"{learned} lower in {a['lstm_lower_in']} of {n}: {claim['verdict']}"
         )
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -10,6 +10,7 @@ import numpy as onp
 from l2l_ref.architectures import Setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
+NAME = "coordinatewise MLP"  # in tables of results
 COORDINATEWISE, HAND_WRITTEN = True, False
 
 # a setting of its own, so that the contract tests see one reach the flags and the files

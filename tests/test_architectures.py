@@ -38,7 +38,7 @@ from l2l_ref.optimizer import (
     optimizer_step,
     start_hidden,
 )
-from l2l_ref.report import optimizer_label
+from l2l_ref.report import optimizer_label, optimizer_name
 from l2l_ref.run import RunSpec
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
@@ -247,6 +247,8 @@ def test_each_architecture_names_itself_in_reports():
     labels = {name: optimizer_label(config_for(name).record()) for name in NAMES}
     assert len(set(labels.values())) == len(NAMES), labels
     assert all("5×4" in label for label in labels.values()), labels
+    short = {name: optimizer_name(config_for(name).record()) for name in NAMES}
+    assert len(set(short.values())) == len(NAMES), short
 
 
 @pytest.mark.slow

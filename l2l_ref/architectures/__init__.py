@@ -26,6 +26,7 @@ An architecture module provides:
         layers, preprocessing and output scale every learned optimizer has; each becomes a
         flag of train and search (`--name-with-dashes`), a key of the optimizer's record in
         checkpoints and results files, and `config.setting(name)`;
+    NAME: the optimizer's short name in tables ("LSTM", "NTM-BFGS");
     COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
     HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
         then uses it; otherwise autograd traces the unroll).

@@ -55,11 +55,12 @@ SETTINGS = {
 }
 
 __all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "SETTINGS", "init_network", "label", "layers",
+    "COORDINATEWISE", "HAND_WRITTEN", "NAME", "SETTINGS", "init_network", "label", "layers",
     "memory_bytes", "network_shapes", "start", "state_stages", "step",
 ]  # fmt: skip
 
 # the averages couple the coordinates; training traces the unroll
+NAME = "LSTM+GAC"  # in tables of results
 COORDINATEWISE, HAND_WRITTEN = False, False
 
 

@@ -42,11 +42,12 @@ if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
 __all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "SETTINGS", "init_network", "label", "memory_bytes",
+    "COORDINATEWISE", "HAND_WRITTEN", "NAME", "SETTINGS", "init_network", "label", "memory_bytes",
     "memory_read", "memory_write", "network_shapes", "ntm_step", "start", "state_stages", "step",
 ]  # fmt: skip
 
 # the reads and the GAC averages couple the coordinates; training traces the unroll
+NAME = "NTM-BFGS"  # in tables of results
 COORDINATEWISE, HAND_WRITTEN = False, False
 
 
