@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.backends import get_backend
-from l2l_ref.baselines import adam_init
 from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.machine import describe, one_blas_thread
-from l2l_ref.meta_train import TrainConfig, init_phi, start_hidden, train_epoch
+from l2l_ref.meta_train import META_INIT, TrainConfig, init_phi, start_hidden, train_epoch
 from l2l_ref.optimizer import OptimizerConfig, assign_networks
 from l2l_ref.presets import optimizer_for
 from l2l_ref.problems import Instance, Problem, mlp, quadratic
@@ -112,7 +111,7 @@ def one_meta_step(
 
 def setup_step(s: Setup, dtype: str):
     """The meta-step closure of a prepared Setup."""
-    state, workspace = adam_init(s.phi), {}
+    state, workspace = META_INIT(s.phi), {}
 
     def step():
         with subnormals_flushed(dtype == "float32"), one_blas_thread():

@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as onp
 
-from l2l_ref.baselines import adam_init, adam_update, mean_final
+from l2l_ref.baselines import BASELINES, mean_final
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
@@ -103,6 +103,11 @@ class NonFiniteMetaLoss(RuntimeError):
         self.result: TrainResult | None = None  # the best φ found before, set by meta_train
 
 
+# the meta-optimizer on φ (Section 3): the Adam baseline's (init, step), the optimizer of the
+# baselines' kind, given the meta-gradient where a baseline is given ∇f
+META_INIT, META_STEP = BASELINES["Adam"]
+
+
 def meta_gradient_function(
     opt_config: OptimizerConfig, second_order: bool, workspace: dict | None = None
 ) -> Callable:
@@ -143,7 +148,9 @@ def train_epoch(
             if not onp.isfinite(L):
                 raise NonFiniteMetaLoss(epoch, k + 1, L)
             losses.append(L)
-            phi, adam_state = adam_update(phi, phi_grad, adam_state, config.meta_lr_at(epoch))
+            phi, adam_state = META_STEP(
+                phi, adam_state, lambda _, g=phi_grad: g, config.meta_lr_at(epoch)
+            )
     return phi, adam_state, losses, theta
 
 
@@ -210,7 +217,7 @@ def meta_train(
         phi = init_phi(rng_for(config.seed, "init", config.trial), groups, opt_config, to_device)
         best = TrainResult(phi, 0, validate(phi), [], [], groups)
         best.validation.append((0, best.best_validation))
-        state = TrainState(0, phi, adam_init(phi), train_rng.bit_generator.state, best)
+        state = TrainState(0, phi, META_INIT(phi), train_rng.bit_generator.state, best)
         if on_state:  # first: a caller's saved best φ then always has a state to go with it
             on_state(state)
         if on_best:

@@ -18,7 +18,7 @@ from l2l_ref.meta_train import start_hidden
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, meta_loss, unroll
 from tests import numpy_reference as ref
-from tests.strategies import setups
+from tests.strategies import REFERENCE_ARCHITECTURES, setups
 
 
 def project_gradient(phi, groups, problem, config, weights, second_order=False):
@@ -88,7 +88,7 @@ def test_the_differences_settle_where_the_loss_curves_sharply_and_say_when_they_
 
 
 @settings(max_examples=100, deadline=None)
-@given(setups())
+@given(setups(architectures=REFERENCE_ARCHITECTURES))
 def test_forward_values_match_second_implementation(case):
     phi, groups, problem, config, weights = case
     instance = problem.instance()
@@ -110,7 +110,7 @@ def test_forward_values_match_second_implementation(case):
 
 
 @settings(max_examples=100, deadline=None)
-@given(setups(), st.booleans())
+@given(setups(architectures=REFERENCE_ARCHITECTURES), st.booleans())
 def test_meta_gradient_matches_the_hand_written_adjoint(case, second_order):
     phi, groups, problem, config, weights = case
     grad, _ = project_gradient(phi, groups, problem, config, weights, second_order)
@@ -124,7 +124,7 @@ def test_meta_gradient_matches_the_hand_written_adjoint(case, second_order):
 
 
 @settings(max_examples=60, deadline=None)
-@given(setups(), st.integers(0, 2**32 - 1))
+@given(setups(architectures=REFERENCE_ARCHITECTURES), st.integers(0, 2**32 - 1))
 def test_first_order_matches_differences_with_frozen_gradients(case, seed):
     phi, groups, problem, config, weights = case
     *_, recorded, _ = ref.run(phi, groups, problem, config, weights)
@@ -139,7 +139,7 @@ def test_first_order_matches_differences_with_frozen_gradients(case, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(setups(), st.integers(0, 2**32 - 1))
+@given(setups(architectures=REFERENCE_ARCHITECTURES), st.integers(0, 2**32 - 1))
 def test_second_order_matches_differences(case, seed):
     phi, groups, problem, config, weights = case
     direction = tree_map(lambda p: np.random.default_rng(seed).standard_normal(p.shape), phi)

@@ -9,7 +9,7 @@ from l2l_ref.meta_train import start_hidden
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
 from tests import numpy_reference as ref
-from tests.strategies import setups
+from tests.strategies import REFERENCE_ARCHITECTURES, setups
 
 
 def first_unroll(phi, groups, problem, config, T):
@@ -48,7 +48,7 @@ def test_two_unrolls_carry_the_values_of_one_long_run(case):
 
 
 @settings(max_examples=25, deadline=None)
-@given(setups(max_unroll=3))
+@given(setups(max_unroll=3, architectures=REFERENCE_ARCHITECTURES))
 def test_no_gradient_crosses_the_cut(case):
     """The second unroll's exact (second-order) meta-gradient treats the carried θ and hidden
     state as constants: it matches central differences of that unroll's loss with the carry
