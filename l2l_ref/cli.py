@@ -30,7 +30,7 @@ from l2l_ref import (
     vectors,
     verify,
 )  # fmt: skip
-from l2l_ref.architectures import ARCHITECTURES
+from l2l_ref.architectures import ARCHITECTURES, optimizer_name
 from l2l_ref.backends import BACKENDS
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.comparison import table
@@ -522,7 +522,9 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
         )
     results = run.compare(spec, checkpoint.load(path)[0], result.groups, problem)
     document = run.document(spec, problem, results, result)
-    print(table(results, heading(document)))  # before writing: a full disk loses nothing
+    print(
+        table(results, heading(document), optimizer_name(document["optimizer"]))
+    )  # before writing: a full disk loses nothing
     write_json(out / "results.json", document)
     print(f"results: {out / 'results.json'}")
     return 0
@@ -548,7 +550,7 @@ def evaluate_command(args) -> int:
         spec, problem, results, steps=args.steps, seed=args.seed,
         checkpoint=str(args.checkpoint), best_epoch=header.get("best_epoch"),
     )  # fmt: skip
-    print(table(results, heading(document)))
+    print(table(results, heading(document), optimizer_name(document["optimizer"])))
     if args.json:
         write_json(args.json, document)
     return 0
@@ -613,8 +615,11 @@ def search_table(plan: search.Search) -> str:
     for seed, results in plan.record["test"].items():
         chosen = plan.record["selection"][seed]
         document = json.loads((plan.out / f"seed-{seed}" / "results.json").read_text())
-        lines += ["", f"seed {seed}: selected trial {chosen['index']} (meta lr "
-                  f"{chosen['meta_lr']:.4g})", table(results, heading(document))]  # fmt: skip
+        learned = optimizer_name(document["optimizer"])
+        selected = (
+            f"seed {seed}: selected trial {chosen['index']} (meta lr {chosen['meta_lr']:.4g})"
+        )
+        lines += ["", selected, table(results, heading(document), learned)]
     return "\n".join(lines)
 
 

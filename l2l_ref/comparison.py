@@ -192,21 +192,25 @@ def _number(value, spec: str) -> str:
     return "inf" if value is None else format(value, spec)
 
 
-def table(results: dict, header: str) -> str:
+def table(results: dict, header: str, learned: str = "LSTM") -> str:
     """A short text table of final losses, headed by the problem and settings: per optimizer
     the mean and its standard error, the median and on how many problems it diverged; against
-    the LSTM, the paired difference of final losses and of their logs (diverged runs at the
-    divergence line), and on how many problems the LSTM ends lower. Below it, for optimizers
-    that diverged somewhere, the mean over the runs that did not."""
+    the learned optimizer (results' "LSTM", named `learned`), the paired difference of final
+    losses and of their logs (diverged runs at the divergence line), and on how many problems
+    it ends lower. Below it, for optimizers that diverged somewhere, the mean over the runs
+    that did not."""
     n = len(results["LSTM"]["final_losses"])
+    against = f"minus {learned}, paired: mean ± s.e."
+    width = max(33, len(against) + 1)
     lines = [
         header,
         f"{'optimizer':<10} {'learning rate':>13}  {'final loss: mean ± s.e.':<24}"
-        f"{'median':>9} {'diverged':>9}   {'minus LSTM, paired: mean ± s.e.':<33}"
-        f"{'log ratio ± s.e.':<18}LSTM lower on",
+        f"{'median':>9} {'diverged':>9}   {against:<{width}}"
+        f"{'log ratio ± s.e.':<18}{learned} lower on",
     ]
     rest = []
-    for name, entry in results.items():
+    for key, entry in results.items():
+        name = learned if key == "LSTM" else key
         lr = f"{entry['learning_rate']:g}" if "learning_rate" in entry else "-"
         final = f"{_number(entry['final_mean'], '.4g')} ± {_number(entry['final_stderr'], '.2g')}"
         median = _number(entry.get("final_median"), ".4g") if "final_median" in entry else "-"
@@ -221,7 +225,7 @@ def table(results: dict, header: str) -> str:
                 log_ratio = f"{_number(ratio['mean'], '+.3f')} ± {_number(ratio['stderr'], '.3f')}"
         shown = "-" if gone is None else str(gone)
         lines.append(
-            f"{name:<10} {lr:>13}  {final:<24}{median:>9} {shown:>9}   {versus:<33}"
+            f"{name:<10} {lr:>13}  {final:<24}{median:>9} {shown:>9}   {versus:<{width}}"
             f"{log_ratio:<18}{lower}"
         )
         if gone:

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from l2l_ref.architectures import ARCHITECTURES, current_record
+from l2l_ref.architectures import ARCHITECTURES, current_record, optimizer_name
 from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
@@ -220,13 +220,6 @@ def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
     if n < 2 or not math.isfinite(mean):
         return mean, math.nan
     return mean, math.sqrt(sum((r - mean) ** 2 for r in ratios) / (n - 1) / n)
-
-
-def optimizer_name(optimizer: dict) -> str:
-    """The learned optimizer's short name in tables ("LSTM", "NTM-BFGS"): its architecture's
-    NAME; an architecture not registered here by its registry name."""
-    name = optimizer.get("architecture", "lstm")
-    return ARCHITECTURES[name].NAME if name in ARCHITECTURES else name
 
 
 def optimizer_label(optimizer: dict) -> str:

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2l_ref import baselines, checkpoint, run
-from l2l_ref.architectures import current_record
+from l2l_ref.architectures import current_record, optimizer_name
 from l2l_ref.backends import numpy_backend
 from l2l_ref.cli import flag, main
 from l2l_ref.errors import ConfigError
@@ -38,7 +38,7 @@ from l2l_ref.optimizer import (
     optimizer_step,
     start_hidden,
 )
-from l2l_ref.report import optimizer_label, optimizer_name
+from l2l_ref.report import optimizer_label
 from l2l_ref.run import RunSpec
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll

@@ -45,7 +45,9 @@ from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
 
-__all__ = ["ARCHITECTURES", "INITS", "OptimizerConfig", "Setting", "current_record"]
+__all__ = [
+    "ARCHITECTURES", "INITS", "OptimizerConfig", "Setting", "current_record", "optimizer_name",
+]  # fmt: skip
 
 ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac, "ntm-bfgs": ntm_bfgs}
 
@@ -54,6 +56,14 @@ INITS = ("released", "zero-head", "zeros")
 # the largest LSTM layer accepted: far beyond any experiment (the paper's has 20 units), small
 # enough that φ of one network fits comfortably in memory
 MAX_UNITS = 4096
+
+
+def optimizer_name(record: dict) -> str:
+    """The learned optimizer's short name in tables ("LSTM", "NTM-BFGS"), from its record (a
+    results or search file's "optimizer"): its architecture's NAME; an architecture not
+    registered here by its registry name."""
+    name = record.get("architecture", "lstm")
+    return ARCHITECTURES[name].NAME if name in ARCHITECTURES else name
 
 
 def current_record(record: dict) -> dict:
