@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref.architectures import optimizer_name
 from l2l_ref.errors import L2LError
 from l2l_ref.files import write_atomically
 from l2l_ref.machine import describe
@@ -130,6 +131,7 @@ def plot_losses(documents: list[dict], out: Path) -> None:
     size = (5.2 * len(documents), 4.0)
     figure, axes = plt.subplots(1, len(documents), figsize=size, squeeze=False)
     for axis, document in zip(axes[0], documents, strict=True):
+        learned = optimizer_name(document.get("optimizer", {}))
         for name, entry in document["results"].items():
             # null (a non-finite loss in the JSON) becomes NaN, a gap in the line
             gone, runs = entry.get("diverged") or 0, len(entry["final_losses"])
@@ -138,7 +140,7 @@ def plot_losses(documents: list[dict], out: Path) -> None:
             stderr = onp.array(entry[f"stderr_loss{kind}"] or onp.zeros_like(mean), dtype=float)
             steps = onp.arange(len(mean))
             colour = COLOURS.get(name)
-            label = name if name == "LSTM" else f"{name} (lr {entry['learning_rate']:g})"
+            label = learned if name == "LSTM" else f"{name} (lr {entry['learning_rate']:g})"
             if gone:  # said in the legend: the line is the mean of the runs that did not
                 label += f", {gone} of {runs} diverged" + (", the others'" if kind else "")
             axis.plot(steps, mean, color=colour, lw=2.0 if name == "LSTM" else 1.2, label=label)
@@ -270,8 +272,10 @@ def plot_search(document: dict, out: Path) -> None:
                             color=colours.get(int(seed), "grey"), label=label)  # fmt: skip
     paired.axhline(0.0, color="black", lw=0.8)
     paired.set_xticks(range(len(names)), names)
+    learned = optimizer_name(document["settings"]["run"]["optimizer"])
     paired.set(
-        ylabel="baseline − LSTM, final test loss", title="paired differences (> 0: LSTM lower)"
+        ylabel=f"baseline − {learned}, final test loss",
+        title=f"paired differences (> 0: {learned} lower)",
     )
     paired.legend(fontsize=8)
     run = document["settings"]["run"]
