@@ -440,17 +440,17 @@ def render_versus(pairing: dict) -> str:
         f"against: {pairing['other']}",
         "against minus this, final loss, paired on each seed's test problems (this lower on), "
         "and log(against) − log(this):",
-        f"  {'seed':>6} {'this':>9} {'against':>9}{'difference':>28}{'log ratio':>20}",
+        f"  {'seed':>6} {'this':>9} {'against':>9}{'difference':>28}{'log ratio':>26}",
     ]
     for p in pairing["per_seed"]:
         cell = f"{p['mean']:+.4f} ± {p['stderr']:.4f} ({p['lower_on']}/{p['problems']})"
         log = f"{p['log_mean']:+.3f} ± {p['log_stderr']:.3f}"
-        lines.append(f"  {p['seed']:>6} {p['this']:>9.4f} {p['other']:>9.4f}{cell:>28}{log:>20}")
+        lines.append(f"  {p['seed']:>6} {p['this']:>9.4f} {p['other']:>9.4f}{cell:>28}{log:>26}")
     a, g = pairing["across"], pairing["across_log"]
     if len(pairing["per_seed"]) > 1:
         cell = f"{a['mean']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}]"
         log = f"{g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
-        lines.append(f"  {'mean':>6} {'95% CI':>19}{cell:>28}{log:>20}")
+        lines.append(f"  {'mean':>6} {'95% CI':>19}{cell:>28}{log:>26}")
     if g["low"] > 0:
         verdict = "this lower: the interval of the log ratio is above 0"
     elif g["high"] < 0:
