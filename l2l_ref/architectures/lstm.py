@@ -47,9 +47,9 @@ def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> 
     return stddev * sample
 
 
+NAME = "LSTM"  # in tables of results
 # a coordinate's update depends on its own gradients only; and φ has a hand-written
 # first-order meta-gradient (l2l_ref.fused)
-NAME = "LSTM"  # in tables of results
 COORDINATEWISE, HAND_WRITTEN = True, True
 
 

@@ -59,8 +59,8 @@ __all__ = [
     "memory_bytes", "network_shapes", "start", "state_stages", "step",
 ]  # fmt: skip
 
-# the averages couple the coordinates; training traces the unroll
 NAME = "LSTM+GAC"  # in tables of results
+# the averages couple the coordinates; training traces the unroll
 COORDINATEWISE, HAND_WRITTEN = False, False
 
 

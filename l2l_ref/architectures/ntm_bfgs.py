@@ -46,8 +46,8 @@ __all__ = [
     "memory_read", "memory_write", "network_shapes", "ntm_step", "start", "state_stages", "step",
 ]  # fmt: skip
 
-# the reads and the GAC averages couple the coordinates; training traces the unroll
 NAME = "NTM-BFGS"  # in tables of results
+# the reads and the GAC averages couple the coordinates; training traces the unroll
 COORDINATEWISE, HAND_WRITTEN = False, False
 
 
