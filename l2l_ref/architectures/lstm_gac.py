@@ -32,7 +32,7 @@ from l2l_ref.architectures.lstm import (
     network_shapes,
     start,
     state_stages,
-)  # fmt: skip
+)
 from l2l_ref.architectures.setting import Setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
