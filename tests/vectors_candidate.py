@@ -396,7 +396,7 @@ def ntm_step(phi, groups, problem, config, theta, hidden, t, bug, grads=None):
         read = M @ r
         rows = np.cumsum([len(x[name]) for name in names])[:-1]
         for name, i in zip(names, np.split(read, rows), strict=True):
-            recorded = writes[name][-min(min(span, window), len(writes[name])) :]
+            recorded = writes[name][-min(span, window, len(writes[name])) :]
             pad = np.zeros((len(i), (window - len(recorded)) * heads_kept), dtype=i.dtype)
             stages[f"memory/a/{name}"] = np.concatenate([pad, *(w[0] for w in recorded)], axis=1)
             stages[f"memory/b/{name}"] = np.concatenate([pad, *(w[1] for w in recorded)], axis=1)
