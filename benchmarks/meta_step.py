@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as onp
 
+from l2l_ref.architectures import make
 from l2l_ref.backends import get_backend
 from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.machine import describe, one_blas_thread
@@ -70,7 +71,7 @@ class Setup:
 
 def architecture_config(case: str, architecture: str) -> OptimizerConfig:
     """The preset's optimizer for `case` with `architecture` (its settings at their defaults)."""
-    return dataclasses.replace(CASES[case][1], architecture=architecture)
+    return dataclasses.replace(CASES[case][1], architecture=make(architecture))
 
 
 def setup(

@@ -21,9 +21,9 @@ import sys
 import numpy as onp
 from meta_step import CASES, cpu_description, median_seconds, one_meta_step
 
-from l2l_ref.architectures.lstm import network_shapes
 from l2l_ref.blocks import BLOCK_BYTES, thread_count
 from l2l_ref.machine import set_blas_threads
+from l2l_ref.optimizer import network_shapes
 
 UNROLL = 20
 

@@ -7,6 +7,8 @@ The public API, what docs/walkthrough.md uses (arrays are host NumPy float64 unl
     Problem, Instance, register_problem, Preset   a family of optimizees; one call makes it
                                                   known to the command line with its presets
     OptimizerConfig, ARCHITECTURES                the learned optimizer m (architectures/)
+    learned, optimize                             φ as an optimizer (init, step) of the
+                                                  baselines' kind, and their one run loop
     init_phi, assign_networks                     a fresh φ, and which network serves each tensor
     TrainConfig, meta_train, run_optimizer        meta-training (Section 3), running a φ
     evaluate                                      the comparison with tuned baselines
@@ -17,7 +19,8 @@ The public API, what docs/walkthrough.md uses (arrays are host NumPy float64 unl
 
 One module per idea of the paper:
     preprocessing  Appendix A's input map (and identity, and the released LogAndSign)
-    architectures  m(∇, h; φ): the coordinatewise LSTM (Section 2.1), LSTM+GAC (appendix)
+    architectures  m(∇, h; φ): the coordinatewise LSTM (Section 2.1), LSTM+GAC and NTM-BFGS
+                   (appendix), each a frozen dataclass that owns its settings
     optimizer      m applied to every tensor of θ (Eq. 1)
     unroll         θ_{t+1} = θ_t + g_t and the meta-loss of Eq. 3, truncated
     meta_train     Adam on φ over epochs of unrolls, early stopping (Section 3)
@@ -44,6 +47,8 @@ _PUBLIC = {
     "save_checkpoint": ("l2l_ref.checkpoint", "save"),
     "evaluate": ("l2l_ref.comparison", "evaluate"),
     "L2LError": ("l2l_ref.errors", "L2LError"),
+    "learned": ("l2l_ref.frozen", "learned"),
+    "optimize": ("l2l_ref.baselines", "optimize"),
     "run_optimizer": ("l2l_ref.frozen", "run_optimizer"),
     "TrainConfig": ("l2l_ref.meta_train", "TrainConfig"),
     "meta_train": ("l2l_ref.meta_train", "meta_train"),

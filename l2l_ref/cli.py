@@ -6,6 +6,7 @@ meta-loss that overflows stops training with exit code 1 and leaves the last goo
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -198,7 +199,7 @@ def build_parser() -> Parser:
         for name, (owners, setting) in architecture_settings().items():
             sub.add_argument(
                 flag(name), type=type(setting.default),
-                help=f"{', '.join(owners)}: {setting.help} ({setting.default})",
+                help=f"{', '.join(owners)}: {setting.metadata['help']} ({setting.default})",
             )  # fmt: skip
         sub.add_argument(
             "--eval-every",
@@ -374,12 +375,12 @@ def optimizee_settings(args, problem: str) -> dict:
 
 def architecture_settings() -> dict:
     """Every registered architecture's own settings: {name: (the architectures that have it,
-    its Setting)} (the first architecture's Setting where several share a name)."""
+    its field)} (the first architecture's field where several share a name)."""
     found = {}
-    for architecture, module in ARCHITECTURES.items():
-        for name, setting in getattr(module, "SETTINGS", {}).items():
-            owners, first = found.get(name, ((), setting))
-            found[name] = ((*owners, architecture), first)
+    for architecture, kind in ARCHITECTURES.items():
+        for setting in dataclasses.fields(kind):
+            owners, first = found.get(setting.name, ((), setting))
+            found[setting.name] = ((*owners, architecture), first)
     return found
 
 

@@ -12,7 +12,7 @@ import numpy as onp
 
 from l2l_ref.baselines import optimize
 from l2l_ref.fused import run_frozen
-from l2l_ref.optimizer import OptimizerConfig, hand_written, optimizer_step, start_hidden
+from l2l_ref.optimizer import OptimizerConfig, optimizer_step, start_hidden
 from l2l_ref.problems import Instance
 from l2l_ref.tree import tree_map
 
@@ -57,7 +57,7 @@ def run_on_each(
     """run_optimizer on each instance, a row of losses each: all at once by the hand-written
     kernels (fused.run_frozen) where the architecture has them and the cell is the fused one,
     the same numbers up to rounding (tests/test_fused.py); else one by one."""
-    if hand_written(config):
+    if config.architecture.hand_written(config):
         return run_frozen(phi, instances, steps, groups, config, to_host)
     return onp.stack(
         [run_optimizer(phi, inst, steps, groups, config, to_host) for inst in instances]

@@ -30,7 +30,7 @@ from operator import add
 import autograd.numpy as np
 import numpy as onp
 
-from l2l_ref.architectures.lstm import cell_backward, cell_forward, halved_gates
+from l2l_ref.architectures.lstm import LSTM, cell_backward, cell_forward, halved_gates
 from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.errors import ConfigError
 from l2l_ref.optimizer import OptimizerConfig
@@ -111,9 +111,9 @@ def fused_meta_gradient(
     Returns ∂L/∂φ, L, θ_{t0+T} and the hidden state, as meta_gradient does; none of them
     shares memory with `workspace`, a dict the caller keeps between unrolls (or None).
     """
-    if not config.module.HAND_WRITTEN:
+    if type(config.architecture) is not LSTM:  # the kernels are the plain LSTM's
         raise ConfigError(
-            f"architecture {config.architecture} has no hand-written meta-gradient; "
+            f"{config.architecture.NAME} has no hand-written meta-gradient; "
             "unroll.meta_gradient (traced) serves it"
         )
     steps, columns = len(weights) - 1, network_columns(theta, groups)
@@ -267,8 +267,8 @@ def run_frozen(
     tensors that one network serves lie side by side, as one batch of blocks (the optimizer
     is coordinatewise: the instances do not interact).
     """
-    if not config.module.HAND_WRITTEN:
-        raise ConfigError(f"architecture {config.architecture} has no hand-written forward pass")
+    if type(config.architecture) is not LSTM:
+        raise ConfigError(f"{config.architecture.NAME} has no hand-written forward pass")
     thetas = [dict(instance.theta0) for instance in instances]
     evaluations = [value_and_gradient(instance) for instance in instances]
     columns = network_columns(thetas[0], groups)

@@ -19,7 +19,7 @@ from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
 from l2l_ref.fused import fused_meta_gradient
-from l2l_ref.optimizer import OptimizerConfig, assign_networks, hand_written, init_phi, start_hidden
+from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_phi, start_hidden
 from l2l_ref.problems import (
     Instance,
     Problem,
@@ -113,8 +113,9 @@ def meta_gradient_function(
 ) -> Callable:
     """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
     hand-written first-order backward pass (l2l_ref.fused, keeping its tapes in `workspace`)
-    where `hand_written`, else the traced definition (unroll.meta_gradient)."""
-    if hand_written(opt_config, second_order):
+    where the architecture's rule says so (its `hand_written`), else the traced definition
+    (unroll.meta_gradient)."""
+    if opt_config.architecture.hand_written(opt_config, second_order):
         return partial(fused_meta_gradient, workspace=workspace)
     return partial(meta_gradient, second_order=second_order)
 

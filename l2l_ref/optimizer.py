@@ -16,14 +16,14 @@ if TYPE_CHECKING:  # the optimizer does not depend on the optimizees, only on gr
     from l2l_ref.problems import Problem
 
 __all__ = [
-    "ARCHITECTURES", "OptimizerConfig", "assign_networks", "hand_written", "init_network",
+    "ARCHITECTURES", "OptimizerConfig", "assign_networks", "init_network",
     "init_phi", "is_shape", "network_shapes", "optimizer_step", "start_hidden",
 ]  # fmt: skip
 
 
 def network_shapes(config: OptimizerConfig) -> dict:
     """The shape of every array of one network's φ (no arrays made)."""
-    return config.module.network_shapes(config)
+    return config.architecture.network_shapes(config)
 
 
 def is_shape(value) -> bool:
@@ -33,7 +33,7 @@ def is_shape(value) -> bool:
 
 def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     """One network's φ, on the host, initialised as the architecture does."""
-    return config.module.init_network(rng, config)
+    return config.architecture.init_network(rng, config)
 
 
 def init_phi(rng: onp.random.Generator, groups: dict, config: OptimizerConfig, to_device) -> dict:
@@ -46,7 +46,7 @@ def init_phi(rng: onp.random.Generator, groups: dict, config: OptimizerConfig, t
 
 def start_hidden(theta: dict, config: OptimizerConfig) -> dict:
     """The starting hidden state of every coordinate of every tensor of θ."""
-    return {name: config.module.start(x, config) for name, x in theta.items()}
+    return {name: config.architecture.start(x, config) for name, x in theta.items()}
 
 
 def optimizer_step(
@@ -62,7 +62,7 @@ def optimizer_step(
     updates, new_hidden = {}, {}
     for group in dict.fromkeys(groups[name] for name in grads):
         columns = {n: np.reshape(g, (-1, 1)) for n, g in grads.items() if groups[n] == group}
-        step, states = config.module.step(
+        step, states = config.architecture.step(
             phi[group], columns, {n: hidden[n] for n in columns}, config
         )
         new_hidden |= states
@@ -76,10 +76,3 @@ def assign_networks(tensor_names, problem: Problem, config: OptimizerConfig) -> 
     return {
         name: "all" if config.share_networks else problem.group_of(name) for name in tensor_names
     }
-
-
-def hand_written(opt_config: OptimizerConfig, second_order: bool = False) -> bool:
-    """Whether training takes the hand-written first-order meta-gradient (l2l_ref.fused): the
-    architecture has one, the cell is the fused one, first order. The one rule: training and
-    the memory estimate both read it."""
-    return opt_config.module.HAND_WRITTEN and opt_config.cell == "fused" and not second_order

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from l2l_ref.architectures import ARCHITECTURES, current_record, optimizer_name
+from l2l_ref.architectures import ARCHITECTURES, OptimizerConfig, current_record, optimizer_name
 from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
@@ -227,7 +227,8 @@ def optimizer_label(optimizer: dict) -> str:
     (architectures' `label`); an architecture not registered here by its name and layers."""
     name = optimizer.get("architecture", "lstm")
     if name in ARCHITECTURES:
-        return ARCHITECTURES[name].label(optimizer)
+        config = OptimizerConfig.from_record(optimizer)
+        return config.architecture.label(config)
     return f"{name} {'×'.join(map(str, optimizer['layers']))}"
 
 

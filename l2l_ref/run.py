@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as onp
 
 from l2l_ref import checks, presets
+from l2l_ref.architectures import make, registry_name
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import LEARNING_RATES
 from l2l_ref.blocks import subnormals_flushed
@@ -23,7 +24,6 @@ from l2l_ref.meta_train import TrainConfig, TrainResult, TrainState, meta_train
 from l2l_ref.optimizer import (
     OptimizerConfig,
     assign_networks,
-    hand_written,
     is_shape,
     network_shapes,
 )
@@ -65,8 +65,9 @@ class RunSpec:
         cls, problem: str = "quadratic", preset: str = "paper", settings=None, layers=None,
         meta_lr=None, architecture=None, architecture_settings=None, **options,
     ) -> "RunSpec":  # fmt: skip
-        """The run a preset defines for `problem`; `architecture_settings` ({name: value}) the
-        architecture's own, on top of the preset's where the architecture is the preset's;
+        """The run a preset defines for `problem`; `architecture` the registry name of m's
+        architecture (default the preset's), `architecture_settings` ({name: value}) its own
+        settings, on top of the preset's where the architecture is the preset's;
         `options` are TrainConfig's fields and RunSpec's own (test_problems, learning_rates,
         backend, dtype, train_dtype); an option of None takes the preset's value."""
         options = {k: v for k, v in options.items() if v is not None}
@@ -74,12 +75,11 @@ class RunSpec:
         optimizer = presets.optimizer_for(problem, preset)
         changes = {"layers": None if layers is None else tuple(layers)}
         changes = {k: v for k, v in changes.items() if v is not None}
-        kept = architecture in (None, optimizer.architecture)
-        own = dict(optimizer.architecture_settings if kept else ()) | (architecture_settings or {})
-        changes |= {"architecture": architecture or optimizer.architecture}
-        optimizer = dataclasses.replace(
-            optimizer, **changes, architecture_settings=tuple(own.items())
-        )
+        preset_architecture = registry_name(optimizer.architecture)
+        kept = architecture in (None, preset_architecture)
+        own = (optimizer.architecture.settings() if kept else {}) | (architecture_settings or {})
+        changes["architecture"] = make(architecture or preset_architecture, own)
+        optimizer = dataclasses.replace(optimizer, **changes)
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         protocol = presets.training_for(problem, preset)
         if meta_lr is not None:
@@ -121,7 +121,7 @@ class RunSpec:
         trial = f", trial {self.train.trial}" if self.train.trial else ""
         trained = self.trained_in
         precision = f" (meta-trained in {trained})" if trained != self.dtype else ""
-        architecture = self.optimizer.architecture
+        architecture = registry_name(self.optimizer.architecture)
         optimizer = "" if architecture == "lstm" else f", optimizer {architecture}"
         return (
             f"{problem.describe()}{optimizer}, preset {self.preset}, "
@@ -228,7 +228,7 @@ def train(
 
 def memory_estimate(spec: RunSpec, problem: Problem) -> int:
     """Bytes a run needs at its peak, roughly: what the architecture's meta-gradient keeps (its
-    memory_bytes: the tape and the hidden states, on the path `hand_written` chooses for
+    memory_bytes: the tape and the hidden states, on the path its `hand_written` chooses for
     training too), φ with its Adam moments and gradients, and the validation and test
     problems."""
     first, second = (
@@ -244,10 +244,9 @@ def memory_estimate(spec: RunSpec, problem: Problem) -> int:
         a.nbytes for a in own
     )
     width = onp.dtype(spec.dtype).itemsize
-    meta_gradient = spec.optimizer.module.memory_bytes(
-        spec.optimizer, spec.train.unroll, coordinates, width,
-        hand_written(spec.optimizer, spec.train.second_order),
-    )  # fmt: skip
+    meta_gradient = spec.optimizer.architecture.memory_bytes(
+        spec.optimizer, spec.train.unroll, coordinates, width, spec.train.second_order
+    )
     parameters = sum(
         math.prod(shape)
         for shape in flatten(network_shapes(spec.optimizer), is_leaf=is_shape).values()

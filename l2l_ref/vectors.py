@@ -20,6 +20,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 
+from l2l_ref.architectures import LSTMGAC, NTMBFGS
 from l2l_ref.baselines import BASELINES, adam_init, adam_update
 from l2l_ref.files import npz_bytes, write_atomically
 from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_phi, start_hidden
@@ -210,9 +211,8 @@ IMAGES, LABELS = _images()
 TINY_MLP = mlp({"train": (IMAGES, LABELS)}, hidden=(5,), batch=4, name="tiny-mlp")
 # LSTM+GAC with mlp-preprocessed's preprocessing and scale
 TINY_GAC = plain(
-    preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1, architecture="lstm-gac"
+    preprocessing="appendix_a", preprocessing_param=10.0, output_scale=0.1, architecture=LSTMGAC()
 )
-WINDOW_2 = (("window", 2),)
 PREPROCESSED_INPUT = "preprocessed input"
 FIRST_C = "LSTM layer 0 c"
 CASES = (
@@ -470,9 +470,7 @@ CASES = (
             Catch("window one step long", "step 2", "read i_t", "x"),
         ),
         SMALL_QUADRATIC,
-        plain(
-            layers=(6,), output_scale=0.1, architecture="ntm-bfgs", architecture_settings=WINDOW_2
-        ),
+        plain(layers=(6,), output_scale=0.1, architecture=NTMBFGS(window=2)),
         PAPER_WEIGHTS,
         problem_formula=QUADRATIC,
     ),
@@ -545,7 +543,7 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
                 f"preprocessed/{name}",
                 preprocess(onp.reshape(gradient, (-1, 1)), case.optimizer.preprocessing_param),
             )
-            for key, value in case.optimizer.module.state_stages(hidden[name]).items():
+            for key, value in case.optimizer.architecture.state_stages(hidden[name]).items():
                 add(f"{key}/{name}", value)
             add(f"update/{name}", updates[name])
             add(f"theta/{name}", theta[name])

@@ -165,7 +165,7 @@ def average_units(h: dict, units: int) -> dict:
 
 
 def gac_units(config) -> int:
-    return config.setting("gac_units") if config.architecture == "lstm-gac" else 0
+    return getattr(config.architecture, "gac_units", 0)
 
 
 def run(phi, groups, problem, config, weights, hidden=None, frozen_grads=None, t0=0, theta=None):

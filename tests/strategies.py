@@ -1,5 +1,7 @@
 """Hypothesis strategies for small configurations of the optimizer and its optimizee."""
 
+import dataclasses
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -24,15 +26,14 @@ def setups(draw, max_unroll: int = 4, architectures=tuple(ARCHITECTURES)):
     scale = draw(st.sampled_from([1.0, 0.1]))
     cell = draw(st.sampled_from(["plain", "fused"]))
     architecture = draw(st.sampled_from(architectures))
-    declared = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    declared = {f.name for f in dataclasses.fields(ARCHITECTURES[architecture])}
     own = {"gac_units": draw(st.integers(1, min(layers, default=1)))}
     if "window" in declared:  # NTM-BFGS: windows shorter than the run, so that writes drop out
         own["window"] = draw(st.integers(1, 3))
-    own = tuple((k, v) for k, v in own.items() if k in declared)
+    own = {k: v for k, v in own.items() if k in declared}
     config = OptimizerConfig(
-        layers, name, param, scale, cell=cell, architecture=architecture,
-        architecture_settings=own,
-    )  # fmt: skip
+        layers, name, param, scale, cell=cell, architecture=ARCHITECTURES[architecture](**own)
+    )
     n_tensors = draw(st.integers(1, 3))
     shapes = {
         f"t{k}": tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))

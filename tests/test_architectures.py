@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from l2l_ref import baselines, checkpoint, run
-from l2l_ref.architectures import current_record, optimizer_name
+from l2l_ref.architectures import current_record, make, optimizer_name, registry_name
 from l2l_ref.backends import numpy_backend
 from l2l_ref.cli import flag, main
 from l2l_ref.errors import ConfigError
@@ -42,7 +42,8 @@ from l2l_ref.report import optimizer_label
 from l2l_ref.run import RunSpec
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
-from tests import coordinatewise_mlp, strict_array
+from tests import strict_array
+from tests.coordinatewise_mlp import CoordinatewiseMLP
 from tests.numpy_reference import coupled_quadratic
 from tests.test_backends import agree
 from tests.test_meta_gradient import assert_close_directional, directional_fd, inner
@@ -53,7 +54,7 @@ NAMES = [*sorted(ARCHITECTURES), "coordinatewise-mlp"]
 @pytest.fixture(autouse=True)
 def the_test_architecture(monkeypatch):
     """The MLP architecture registered while each test of this module runs."""
-    monkeypatch.setitem(ARCHITECTURES, "coordinatewise-mlp", coordinatewise_mlp)
+    monkeypatch.setitem(ARCHITECTURES, "coordinatewise-mlp", CoordinatewiseMLP)
 
 
 def leaves(state) -> list:
@@ -65,11 +66,14 @@ def config_for(architecture, own=None, **changes):
     """A small configuration of `architecture`; `own`: the architecture's settings, those of
     them it has."""
     settings = {"layers": (5, 4), "preprocessing": "appendix_a", "preprocessing_param": 10.0}
-    declared = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
-    own = tuple((k, v) for k, v in (own or {}).items() if k in declared)
-    return OptimizerConfig(
-        **{**settings, **changes}, architecture=architecture, architecture_settings=own
-    )
+    declared = own_settings(architecture)
+    own = {k: v for k, v in (own or {}).items() if k in declared}
+    return OptimizerConfig(**{**settings, **changes}, architecture=make(architecture, own))
+
+
+def own_settings(architecture) -> dict:
+    """The architecture's own settings: {name: its field}."""
+    return {f.name: f for f in dataclasses.fields(ARCHITECTURES[architecture])}
 
 
 def two_tensors(rng, config):
@@ -220,8 +224,8 @@ def test_checkpoints_keep_the_architecture(architecture, tmp_path):
     """φ, the tensor → network map and the configuration, the architecture's own settings at
     values other than their defaults among them, come back from a checkpoint as saved."""
     config = config_for(architecture, {"gac_units": 3, "weight_gain": 0.5})
-    assert config.architecture_settings != config_for(architecture).architecture_settings or (
-        not getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    assert config.architecture != config_for(architecture).architecture or (
+        not own_settings(architecture)
     )
     phi = {"all": init_network(np.random.default_rng(2), config)}
     checkpoint.save(tmp_path / "c.npz", phi, {"x": "all"}, config, {})
@@ -263,7 +267,8 @@ def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *small, "--architecture", architecture, *flags, "--out", str(out)]) == 0
     _, config, _ = checkpoint.load(out / "checkpoint.npz")
-    assert config.architecture == architecture and dict(config.architecture_settings) == own
+    assert registry_name(config.architecture) == architecture
+    assert config.architecture.settings() == own
     record = json.loads((out / "results.json").read_text())["optimizer"]
     assert {name: record[name] for name in own} == own
     capsys.readouterr()
@@ -279,9 +284,8 @@ def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
 
 def other_values(architecture) -> dict:
     """Each of the architecture's own settings at a value other than its default."""
-    declared = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
     return {name: s.default + 1 if isinstance(s.default, int) else s.default / 2
-            for name, s in declared.items()}  # fmt: skip
+            for name, s in own_settings(architecture).items()}  # fmt: skip
 
 
 @pytest.mark.parametrize("architecture", NAMES)
@@ -289,7 +293,7 @@ def test_a_setting_of_another_architecture_is_refused_in_one_line(architecture, 
     """Every architecture's setting is a flag of train and search; given with an architecture
     that lacks it, it is refused before any work (exit 2, one line naming its owner), and
     a bad value is refused by the architecture's own check."""
-    own = getattr(ARCHITECTURES[architecture], "SETTINGS", {})
+    own = own_settings(architecture)
     for other in NAMES:
         for name, value in other_values(other).items():
             if name in own:  # its own, or shared (NTM-BFGS has LSTM+GAC's gac_units)
@@ -300,30 +304,33 @@ def test_a_setting_of_another_architecture_is_refused_in_one_line(architecture, 
             assert "\n" not in message and f"{flag(name)} is a setting of" in message
             assert other in message and f"not of {architecture}" in message
     assert main(["train", "--architecture", "lstm-gac", "--gac-units", "0"]) == 2
-    assert "lstm-gac setting gac_units" in capsys.readouterr().err
+    assert "LSTM+GAC setting gac_units needs 1 to" in capsys.readouterr().err
 
 
 def test_a_setting_takes_its_defaults_type_and_the_architectures_check():
     """A setting's value has its default's type (a whole number for a float one, as a file may
     write it, is taken as a float; true is no number), and the architecture's check refuses
     what it must; every refusal names the architecture and the setting."""
-    gain = config_for("coordinatewise-mlp", {"weight_gain": 2})
-    assert gain.setting("weight_gain") == 2.0 and isinstance(gain.setting("weight_gain"), float)
+    gain = config_for("coordinatewise-mlp", {"weight_gain": 2}).architecture
+    assert gain.weight_gain == 2.0 and isinstance(gain.weight_gain, float)
     for own, message in [
-        ({"weight_gain": True}, "weight_gain must be of type float"),
+        ({"weight_gain": True}, "weight_gain must be a finite number"),
         ({"weight_gain": -1.0}, "weight_gain: must be positive"),
     ]:
-        with pytest.raises(ConfigError, match=f"coordinatewise-mlp setting {message}"):
+        with pytest.raises(ConfigError, match=f"coordinatewise MLP setting {message}"):
             config_for("coordinatewise-mlp", own)
-    with pytest.raises(ConfigError, match="lstm-gac setting gac_units must be of type int"):
+    with pytest.raises(ConfigError, match=r"LSTM\+GAC setting gac_units must be an integer"):
         config_for("lstm-gac", {"gac_units": 2.0})
-    with pytest.raises(ConfigError, match="lstm has no setting gac_units"):
-        OptimizerConfig(architecture_settings=(("gac_units", 2),))
+    with pytest.raises(ConfigError, match="architecture lstm has no setting gac_units"):
+        OptimizerConfig.from_record({**OptimizerConfig().record(), "gac_units": 3})
 
 
 def test_an_unknown_architecture_is_refused():
-    with pytest.raises(Exception, match="unknown architecture 'ntm-lbfgs'"):
-        dataclasses.replace(config_for("lstm"), architecture="ntm-lbfgs")
+    record = {**config_for("lstm").record(), "architecture": "ntm-lbfgs"}
+    with pytest.raises(ConfigError, match="unknown architecture 'ntm-lbfgs'"):
+        OptimizerConfig.from_record(record)
+    with pytest.raises(ConfigError, match="architecture must be a Architecture, not 'lstm'"):
+        dataclasses.replace(config_for("lstm"), architecture="lstm")
 
 
 @pytest.mark.parametrize("architecture", NAMES)
@@ -331,9 +338,10 @@ def test_an_unknown_architecture_is_refused():
 def test_the_memory_estimate_follows_the_meta_gradient_path(architecture, second_order):
     """run.memory_estimate, which refuses runs too large for this machine, against the peak of
     NumPy's allocations while one epoch trains (tracemalloc): within a factor of 2.5 either way
-    for every architecture and order, the hand-written path and autograd's tape alike, the same
-    rule (optimizer.hand_written) choosing the path for training and for the estimate. Measured
-    here: 0.48-0.66 of the estimate; on the MNIST MLP 0.91-1.36 (the plain cell the most)."""
+    for every architecture and order, the hand-written path and autograd's tape alike, the
+    same rule (the architecture's hand_written) choosing the path for training and for the
+    estimate. Measured here: 0.48-0.66 of the estimate; on the MNIST MLP 0.91-1.36 (the plain
+    cell the most)."""
     spec = RunSpec.from_preset(
         "quadratic", "paper", {"dims": 50, "batch": 40}, architecture=architecture, epochs=1,
         steps=20, unroll=20, eval_every=1, validation_problems=1, test_problems=2,

@@ -7,14 +7,14 @@ checkpoints, the memory estimate) is tests/test_architectures.py's, over every a
 import numpy as np
 import pytest
 
-from l2l_ref.architectures import OptimizerConfig
-from l2l_ref.architectures.ntm_bfgs import memory_read, memory_write, ntm_step, start
+from l2l_ref.architectures import NTMBFGS, OptimizerConfig
+from l2l_ref.architectures.ntm_bfgs import memory_read, memory_write, ntm_step
 
 SIZES = {"a": 4, "b": 2}  # two tensors: the memory's sums run over both
 
 
 def ntm_config(**settings) -> OptimizerConfig:
-    return OptimizerConfig(architecture="ntm-bfgs", architecture_settings=tuple(settings.items()))
+    return OptimizerConfig(architecture=NTMBFGS(**settings))
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 40])
@@ -25,7 +25,7 @@ def test_the_window_holds_the_last_writes_of_a_dense_memory(window):
     rng = np.random.default_rng(0)
     config = ntm_config(write_heads=2, read_heads=2, window=window)
     N = sum(SIZES.values())
-    state = {name: start(np.zeros(n), config) for name, n in SIZES.items()}
+    state = {name: config.architecture.start(np.zeros(n), config) for name, n in SIZES.items()}
     memory = {name: (s["a"], s["b"]) for name, s in state.items()}
     writes = []
     for _ in range(8):
@@ -127,7 +127,7 @@ def test_one_read_and_three_write_heads_with_two_gacs_express_bfgs():
     config = ntm_config(window=3 * K + 2)
     split = np.cumsum(list(SIZES.values()))[:-1]
     theta = dict(zip(SIZES, np.split(theta0, split), strict=True))
-    hidden = {name: start(v, config) for name, v in theta.items()}
+    hidden = {name: config.architecture.start(v, config) for name, v in theta.items()}
     for name in theta:
         hidden[name]["controller"] = {"phase": 0, "started": False}
     for _ in range(3 * K + 2):  # K iterations, and the A and B that write H_K

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from l2l_ref import presets
+from l2l_ref.architectures import ARCHITECTURES
 from tests.vectors_candidate import write_candidate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +72,23 @@ def command(line: str) -> list[str]:
     return [sys.executable, "-m", "l2l_ref.cli", *words[1:], *small]
 
 
+@pytest.fixture
+def registries_restored(monkeypatch):
+    """The registries as they were once the test is over: the page registers a problem and
+    an architecture."""
+    monkeypatch.setattr(presets, "PROBLEMS", dict(presets.PROBLEMS))
+    architectures = dict(ARCHITECTURES)
+    yield
+    ARCHITECTURES.clear()
+    ARCHITECTURES.update(architectures)
+
+
 @pytest.mark.slow
-def test_every_block_runs_and_prints_what_the_page_shows(tmp_path, monkeypatch):
+def test_every_block_runs_and_prints_what_the_page_shows(
+    tmp_path, monkeypatch, registries_restored
+):
     monkeypatch.chdir(tmp_path)
     write_candidate(ROOT / "l2l_ref" / "reference_vectors", tmp_path / "my-candidate")
-    monkeypatch.setattr(presets, "PROBLEMS", dict(presets.PROBLEMS))  # the page registers one
     namespace: dict = {}
     printed = None  # what the last python block printed, until a text block claims it
     ran = {"python": 0, "sh": 0, "text": 0}

@@ -16,6 +16,7 @@ from unittest import mock
 
 import numpy as np
 
+from l2l_ref.architectures import LSTM, LSTMGAC, NTMBFGS
 from l2l_ref.files import npz_bytes
 from l2l_ref.optimizer import OptimizerConfig
 from l2l_ref.vectors import FORMAT, VERSION
@@ -316,25 +317,25 @@ def buggy_cell(bug):
 
 
 OWN_SETTINGS = {
-    "lstm": (), "lstm-gac": ("gac_units",),
-    "ntm-bfgs": ("gac_units", "read_heads", "write_heads", "window"),
+    "lstm": (LSTM, ()), "lstm-gac": (LSTMGAC, ("gac_units",)),
+    "ntm-bfgs": (NTMBFGS, ("gac_units", "read_heads", "write_heads", "window")),
 }  # fmt: skip
 
 
 def optimizer_config(entry, bug):
     options = entry["optimizer"]
     scale = 1.0 if bug == "no output scale" else options["output_scale"]
-    own = tuple((name, options[name]) for name in OWN_SETTINGS[options["architecture"]])
+    kind, names = OWN_SETTINGS[options["architecture"]]
     return OptimizerConfig(
         tuple(options["layers"]), options["preprocessing"], options["preprocessing_param"],
-        scale, architecture=options["architecture"], architecture_settings=own,
+        scale, architecture=kind(**{name: options[name] for name in names}),
     )  # fmt: skip
 
 
 def ntm_start(theta, config, bug=None):
     """NTM-BFGS's zero state per tensor: the controller's (h, c) per layer, the previous reads,
     and the writes so far (none)."""
-    reads = config.setting("read_heads")
+    reads = config.architecture.read_heads
     return {
         name: {"lstm": ref.zero_hidden({name: v}, config)[name],
                "read": np.zeros((v.size, reads), v.dtype), "writes": ()}
@@ -346,7 +347,9 @@ def ntm_step(phi, groups, problem, config, theta, hidden, t, bug, grads=None):
     """One step of NTM-BFGS as docs/vectors.md describes it, with the memory of each network
     held as a dense N × N matrix rebuilt from the writes of the last `window` steps."""
     grads = problem.grad(theta, t) if grads is None else grads
-    reads, heads, window = (config.setting(k) for k in ("read_heads", "write_heads", "window"))
+    reads, heads, window = (
+        getattr(config.architecture, k) for k in ("read_heads", "write_heads", "window")
+    )
     heads_kept = heads - 1 if bug == "a write head missing" else heads
     stages, new_theta, new_hidden = {}, dict(theta), {}
     for group, names in ref.by_group(list(theta), groups).items():
@@ -367,7 +370,7 @@ def ntm_step(phi, groups, problem, config, theta, hidden, t, bug, grads=None):
                 h[name], c[name], _ = ref.cell_forward(
                     layer["W"], layer["b"], x[name], *hidden[name]["lstm"][depth]
                 )
-            x = ref.average_units(h, config.setting("gac_units"))
+            x = ref.average_units(h, config.architecture.gac_units)
             for name in names:
                 lstm[name].append((x[name], c[name]))
                 stages[f"lstm/{depth}/c/{name}"] = c[name]
@@ -601,7 +604,7 @@ def run_meta_case(entry, arrays, bug, dtype):
     def add(key, value):
         out.setdefault(key, []).append(value)
 
-    ntm = config.architecture == "ntm-bfgs"
+    ntm = isinstance(config.architecture, NTMBFGS)
     hidden = ntm_start(theta, config) if ntm else start_state(theta, config, bug)
     state, previous = None, None
     for k in range(entry["unrolls"]):

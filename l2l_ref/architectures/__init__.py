@@ -1,61 +1,61 @@
 """Optimizer architectures: what m(∇, h; φ) computes (Section 2.1, and the appendix on
-information sharing), one module each, registered in ARCHITECTURES.
+information sharing), one module each, a frozen dataclass per architecture registered in
+ARCHITECTURES (the interface: architectures/architecture.py), and OptimizerConfig, the
+learned optimizer around it.
 
-An architecture module provides:
-
-    network_shapes(config) -> {"lstm": [{"W": shape, "b": shape}, ...], "head": {...}}
-        the shape of every array of one network's φ (no arrays made);
-    init_network(rng, config) -> one network's φ, host arrays drawn from `rng`;
-    start(template, config) -> the state of the coordinates of one tensor, zero, made beside
-        `template`: any tree of arrays with a row per coordinate (the LSTM: (h, c) per
-        layer; NTM-BFGS: the controller's, its reads and its rows of the memory's writes);
-    step(net, columns, hidden, config) -> (updates, hidden)
-        one step of m for all the tensors one network serves: columns {tensor: (n, 1)
-        gradients}, hidden {tensor: state}; returns {tensor: (n, 1) updates} and the new
-        states. Written with autograd.numpy, so that it is differentiated to any order;
-    memory_bytes(config, unroll, coordinates, itemsize, hand_written) -> bytes the
-        meta-gradient of one unroll keeps for that many coordinates (its tape and state), on
-        the hand-written path or autograd's (optimizer.hand_written chooses, for training and
-        for run.memory_estimate's refusal of runs too large alike);
-    label(optimizer) -> the optimizer in words, from the optimizer dict of a results or
-        search file ("LSTM 20×20"), for reports and figures;
-    state_stages(state) (optional) -> {key: array}: one tensor's state as the reference
-        vectors record it ("lstm/0/h", ...; docs/vectors.md), for an architecture with a
-        vectors case;
-    SETTINGS (optional): {name: Setting} the architecture's own settings, beyond the LSTM
-        layers, preprocessing and output scale every learned optimizer has; each becomes a
-        flag of train and search (`--name-with-dashes`), a key of the optimizer's record in
-        checkpoints and results files, and `config.setting(name)`;
-    NAME: the optimizer's short name in tables ("LSTM", "NTM-BFGS");
-    COORDINATEWISE: whether a coordinate's update depends on its own gradients only;
-    HAND_WRITTEN: whether l2l_ref.fused has its first-order meta-gradient by hand (training
-        then uses it; otherwise autograd traces the unroll).
-
-Adding one, with settings of its own or none, is a module and a line in ARCHITECTURES;
-tests/test_architectures.py holds every registered architecture to the contract (shapes,
-permutations of the coordinates, gradients against finite differences, backends, checkpoints,
-settings).
+Adding one, with settings of its own or none, is a module and a line in ARCHITECTURES: each
+setting becomes a flag of train and search, a key of the optimizer's record in checkpoints and
+results files; tests/test_architectures.py holds every registered architecture to the contract
+(shapes, permutations of the coordinates, gradients against finite differences, backends,
+checkpoints, settings, the memory estimate).
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 
-from l2l_ref.architectures import lstm, lstm_gac, ntm_bfgs
-from l2l_ref.architectures.setting import Setting
+from l2l_ref.architectures.architecture import Architecture, between, setting
+from l2l_ref.architectures.lstm import LSTM
+from l2l_ref.architectures.lstm_gac import LSTMGAC
+from l2l_ref.architectures.ntm_bfgs import NTMBFGS
 from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.preprocessing import PREPROCESSORS
 
 __all__ = [
-    "ARCHITECTURES", "INITS", "OptimizerConfig", "Setting", "current_record", "optimizer_name",
+    "ARCHITECTURES", "INITS", "LSTM", "LSTMGAC", "NTMBFGS", "Architecture", "OptimizerConfig",
+    "between", "current_record", "make", "optimizer_name", "registry_name", "setting",
 ]  # fmt: skip
 
-ARCHITECTURES = {"lstm": lstm, "lstm-gac": lstm_gac, "ntm-bfgs": ntm_bfgs}
+ARCHITECTURES = {"lstm": LSTM, "lstm-gac": LSTMGAC, "ntm-bfgs": NTMBFGS}
 
 INITS = ("released", "zero-head", "zeros")
 
 # the largest LSTM layer accepted: far beyond any experiment (the paper's has 20 units), small
 # enough that φ of one network fits comfortably in memory
 MAX_UNITS = 4096
+
+
+def make(name: str, settings: dict | None = None) -> Architecture:
+    """The registered architecture `name` with its own settings (any not given take their
+    defaults), or one line saying what is wrong."""
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r} (choose from {', '.join(ARCHITECTURES)})")
+    kind, settings = ARCHITECTURES[name], dict(settings or {})
+    declared = [f.name for f in fields(kind)]
+    unknown = sorted(set(settings) - set(declared))
+    if unknown:
+        raise ConfigError(
+            f"architecture {name} has no setting {', '.join(unknown)} "
+            f"(its settings: {', '.join(declared) or 'none'})"
+        )
+    return kind(**settings)
+
+
+def registry_name(architecture: Architecture) -> str:
+    """The name `architecture` is registered under ("lstm-gac"), as records and flags write it."""
+    for name, kind in ARCHITECTURES.items():
+        if type(architecture) is kind:
+            return name
+    raise ConfigError(f"architecture {architecture!r} is not registered in ARCHITECTURES")
 
 
 def optimizer_name(record: dict) -> str:
@@ -71,8 +71,8 @@ def current_record(record: dict) -> dict:
     the architectures owned their settings carry lstm-gac's gac_units, at its default 2, for
     every architecture; where it is not a setting of the record's architecture, it is
     dropped."""
-    module = ARCHITECTURES.get(record.get("architecture", "lstm"))
-    own = getattr(module, "SETTINGS", {})
+    kind = ARCHITECTURES.get(record.get("architecture", "lstm"))
+    own = {f.name for f in fields(kind)} if kind else set()
     if "gac_units" not in own and record.get("gac_units") == 2:
         return {k: v for k, v in record.items() if k != "gac_units"}
     return dict(record)
@@ -93,18 +93,11 @@ class OptimizerConfig:
     # "plain": the cell traced op by op; "fused": the same cell as one autograd primitive
     cell: str = "fused"
     share_networks: bool = False  # one network for all parameter groups
-    architecture: str = "lstm"  # a key of ARCHITECTURES
-    # the architecture's own settings (its module's SETTINGS) as (name, value) pairs, in the
-    # order SETTINGS declares them; any not given takes its default
-    architecture_settings: tuple = ()
+    # m itself, with its own settings: an instance of a class of ARCHITECTURES
+    architecture: Architecture = field(default_factory=LSTM)
 
     def __post_init__(self):
         field_types(self)
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"unknown architecture {self.architecture!r} "
-                f"(choose from {', '.join(ARCHITECTURES)})"
-            )
         if self.preprocessing not in PREPROCESSORS:
             raise ConfigError(
                 f"unknown preprocessing {self.preprocessing!r} "
@@ -124,68 +117,38 @@ class OptimizerConfig:
             raise ConfigError(
                 f"every LSTM layer needs 1 to {MAX_UNITS} units, got {list(self.layers)}"
             )
-        object.__setattr__(self, "architecture_settings", self._settings_checked())
-
-    def _settings_checked(self) -> tuple:
-        """architecture_settings complete, in declaration order, each value checked."""
-        declared = getattr(self.module, "SETTINGS", {})
-        try:
-            given = dict(self.architecture_settings)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"architecture_settings must be (name, value) pairs, not "
-                f"{self.architecture_settings!r}"
-            ) from None
-        unknown = sorted(set(given) - set(declared))
-        if unknown:
-            raise ConfigError(
-                f"architecture {self.architecture} has no setting {', '.join(unknown)} "
-                f"(its settings: {', '.join(declared) or 'none'})"
-            )
-        values = {name: given.get(name, setting.default) for name, setting in declared.items()}
-        for name, value in values.items():
-            setting = declared[name]
-            kind = type(setting.default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = values[name] = float(value)  # a file may write 1 for 1.0
-            if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-                raise ConfigError(
-                    f"{self.architecture} setting {name} must be of type {kind.__name__}, "
-                    f"not {value!r}"
-                )
-            problem = setting.check and setting.check(value, self)
-            if problem:
-                raise ConfigError(f"{self.architecture} setting {name}: {problem}")
-        return tuple(values.items())
-
-    def setting(self, name: str):
-        """The value of the architecture's own setting `name` (its module's SETTINGS)."""
-        return dict(self.architecture_settings)[name]
+        registry_name(self.architecture)
+        problem = self.architecture.fits(self)
+        if problem:
+            raise ConfigError(f"{self.architecture.NAME} setting {problem}")
 
     def record(self) -> dict:
         """The configuration as checkpoints, results and vectors write it: every field by
-        name, the architecture's settings among them (lstm-gac: "gac_units")."""
+        name, the architecture by its registry name and its settings beside the others
+        (lstm-gac: "gac_units")."""
         record = {f.name: getattr(self, f.name) for f in fields(self)}
-        own = dict(record.pop("architecture_settings"))
-        return {**record, "layers": list(self.layers), **own}
+        record |= {"layers": list(self.layers), "architecture": registry_name(self.architecture)}
+        return {**record, **self.architecture.settings()}
 
     @classmethod
     def from_record(cls, record: dict) -> "OptimizerConfig":
         """The configuration a record (`record`, as written by `record` now or before)
         describes."""
-        names = {f.name for f in fields(cls)} - {"architecture_settings"}
+        names = {f.name for f in fields(cls)} - {"architecture"}
         record = current_record(record)
         common = {k: v for k, v in record.items() if k in names}
         if isinstance(common.get("layers"), list):
             common["layers"] = tuple(common["layers"])
-        own = tuple((k, v) for k, v in record.items() if k not in names)
-        return cls(**common, architecture_settings=own)
+        own = {k: v for k, v in record.items() if k not in names | {"architecture"}}
+        architecture = record.get("architecture", "lstm")
+        if not isinstance(architecture, str):
+            raise ConfigError(f"architecture must be a string, not {architecture!r}")
+        return cls(**common, architecture=make(architecture, own))
+
+    def with_settings(self, **settings) -> "OptimizerConfig":
+        """This configuration with other settings of its architecture."""
+        return replace(self, architecture=replace(self.architecture, **settings))
 
     @property
     def input_size(self) -> int:
         return PREPROCESSORS[self.preprocessing][1]
-
-    @property
-    def module(self):
-        """The architecture's module."""
-        return ARCHITECTURES[self.architecture]

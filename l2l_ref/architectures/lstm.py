@@ -18,9 +18,10 @@ of a whole unroll.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import reduce
 from operator import add
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import autograd.numpy as np
 import numpy as onp
@@ -28,6 +29,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import isbox
 
 from l2l_ref.activations import sigmoid
+from l2l_ref.architectures.architecture import Architecture
 from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.preprocessing import PREPROCESSORS
 
@@ -47,12 +49,6 @@ def truncated_normal(rng: onp.random.Generator, shape: tuple, stddev: float) -> 
     return stddev * sample
 
 
-NAME = "LSTM"  # in tables of results
-# a coordinate's update depends on its own gradients only; and φ has a hand-written
-# first-order meta-gradient (l2l_ref.fused)
-COORDINATEWISE, HAND_WRITTEN = True, True
-
-
 def tape_bytes(unroll: int, coordinates: int, layers: tuple, n_in: int, itemsize: int) -> int:
     """What the hand-written meta-gradient keeps for its backward pass (l2l_ref.fused's tape):
     for each step and coordinate, per layer [x; h], the four gates, c and tanh(c'), and ∇_t:
@@ -68,39 +64,18 @@ def tape_bytes(unroll: int, coordinates: int, layers: tuple, n_in: int, itemsize
 TRACED_TAPE = 1.5
 
 
-def memory_bytes(
-    config: OptimizerConfig, unroll: int, coordinates: int, itemsize: int, hand_written: bool
-) -> int:
-    """Bytes the meta-gradient of one unroll keeps for `coordinates`: the tape (tape_bytes,
-    or autograd's, TRACED_TAPE times that, where the unroll is traced) and the hidden states."""
-    tape = tape_bytes(unroll, coordinates, config.layers, config.input_size, itemsize)
-    hidden = 6 * coordinates * sum(config.layers) * itemsize
-    return (tape if hand_written else int(TRACED_TAPE * tape)) + hidden
-
-
-def label(optimizer: dict) -> str:
-    """The optimizer in words: "LSTM 20×20" (its layer sizes; "no LSTM": the head alone)."""
-    return "LSTM " + ("×".join(map(str, optimizer["layers"])) or "no LSTM")
-
-
-def network_shapes(config: OptimizerConfig, n_in: int | None = None, outputs: int = 1) -> dict:
-    """The shape of every array of one network's φ, without allocating any: LSTM layers on
-    `n_in` inputs (the preprocessed gradient's by default) and a head to `outputs`."""
-    lstm, n_in = [], config.input_size if n_in is None else n_in
-    for units in config.layers:
+def layer_shapes(layers: tuple, n_in: int, outputs: int) -> dict:
+    """The shape of every array of LSTM layers of `layers` units on `n_in` inputs and a linear
+    head to `outputs`, without allocating any."""
+    lstm = []
+    for units in layers:
         lstm.append({"W": (n_in + units, 4 * units), "b": (4 * units,)})
         n_in = units
     return {"lstm": lstm, "head": {"W": (n_in, outputs), "b": (outputs,)}}
 
 
-def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
-    """φ of one network, on the host, initialised as the released code does (docs/spec.md §2):
-    init_shaped on network_shapes."""
-    return init_shaped(rng, network_shapes(config), config.init)
-
-
 def init_shaped(rng: onp.random.Generator, shapes: dict, init: str) -> dict:
-    """φ of the LSTM layers and head of `shapes` (network_shapes' layout), as the released code
+    """φ of the LSTM layers and head of `shapes` (layer_shapes' layout), as the released code
     initialises them (docs/spec.md §2).
 
     LSTM W and b ~ truncated normal with σ = 1/sqrt(layer input size + H); head W ~ truncated
@@ -124,23 +99,28 @@ def init_shaped(rng: onp.random.Generator, shapes: dict, init: str) -> dict:
     return {"lstm": lstm, "head": head}
 
 
-def start(template, config: OptimizerConfig) -> list:
+def zero_state(template, layers: tuple) -> list:
     """Zero (h, c) of every layer for the coordinates of one parameter tensor `template`."""
     n = template.size
     return [
         (np.zeros_like(template, shape=(n, units)), np.zeros_like(template, shape=(n, units)))
-        for units in config.layers
+        for units in layers
     ]
 
 
-def state_stages(state: list) -> dict:
-    """The state of one tensor as the reference vectors record it: "lstm/{layer}/h" and
+def layer_stages(state: list) -> dict:
+    """The LSTM state of one tensor as the reference vectors record it: "lstm/{layer}/h" and
     "lstm/{layer}/c" (docs/vectors.md)."""
     return {
         f"lstm/{layer}/{part}": value
         for layer, (h, c) in enumerate(state)
         for part, value in (("h", h), ("c", c))
     }
+
+
+def layers_label(layers: tuple) -> str:
+    """ "LSTM 20×20": the layer sizes ("no LSTM": the head alone)."""
+    return "LSTM " + ("×".join(map(str, layers)) or "no LSTM")
 
 
 def lstm_cell(layer: dict, x, state: tuple) -> tuple:
@@ -327,10 +307,62 @@ def network(net: dict, grad, hidden: list, config: OptimizerConfig) -> tuple:
     return update, new_hidden
 
 
-def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
-    """m for the tensors one network serves: each tensor's column of gradients through
-    `network`, independently of the others (coordinatewise)."""
-    updates, new_hidden = {}, {}
-    for name, column in columns.items():
-        updates[name], new_hidden[name] = network(net, column, hidden[name], config)
-    return updates, new_hidden
+@dataclass(frozen=True)
+class LSTM(Architecture):
+    """The coordinatewise LSTM of Section 2.1, with no settings beyond the configuration's
+    layers: every coordinate a row of its own through `network`."""
+
+    NAME: ClassVar[str] = "LSTM"  # in tables of results
+    # a coordinate's update depends on its own gradients only
+    COORDINATEWISE: ClassVar[bool] = True
+
+    def network_shapes(self, config: OptimizerConfig) -> dict:
+        """LSTM layers on the preprocessed gradient and a head to the update."""
+        return layer_shapes(config.layers, config.input_size, 1)
+
+    def init_network(self, rng: onp.random.Generator, config: OptimizerConfig) -> dict:
+        """φ of one network, on the host, initialised as the released code does
+        (docs/spec.md §2): init_shaped on network_shapes."""
+        return init_shaped(rng, self.network_shapes(config), config.init)
+
+    def start(self, template, config: OptimizerConfig) -> list:
+        """Zero (h, c) of every layer."""
+        return zero_state(template, config.layers)
+
+    def state_stages(self, state: list) -> dict:
+        return layer_stages(state)
+
+    def step(
+        self, net: dict, columns: dict, hidden: dict, config: OptimizerConfig
+    ) -> tuple[dict, dict]:
+        """m for the tensors one network serves: each tensor's column of gradients through
+        `network`, independently of the others (coordinatewise)."""
+        updates, new_hidden = {}, {}
+        for name, column in columns.items():
+            updates[name], new_hidden[name] = network(net, column, hidden[name], config)
+        return updates, new_hidden
+
+    def hand_written(self, config: OptimizerConfig, second_order: bool = False) -> bool:
+        """l2l_ref.fused has the LSTM's first-order meta-gradient by hand, for the fused cell
+        (the plain cell is the traced definition, and the second order is autograd's)."""
+        return config.cell == "fused" and not second_order
+
+    def memory_bytes(
+        self,
+        config: OptimizerConfig,
+        unroll: int,
+        coordinates: int,
+        itemsize: int,
+        second_order: bool = False,
+    ) -> int:
+        """Bytes the meta-gradient of one unroll keeps for `coordinates`: the tape (tape_bytes,
+        or autograd's, TRACED_TAPE times that, where the unroll is traced) and the hidden
+        states."""
+        tape = tape_bytes(unroll, coordinates, config.layers, config.input_size, itemsize)
+        hidden = 6 * coordinates * sum(config.layers) * itemsize
+        traced = not self.hand_written(config, second_order)
+        return (int(TRACED_TAPE * tape) if traced else tape) + hidden
+
+    def label(self, config: OptimizerConfig) -> str:
+        """The optimizer in words: "LSTM 20×20"."""
+        return layers_label(config.layers)

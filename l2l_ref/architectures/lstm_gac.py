@@ -20,53 +20,32 @@ other's gradient through the averages. Permuting the coordinates still permutes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import autograd.numpy as np
 
-from l2l_ref.architectures import lstm
-from l2l_ref.architectures.lstm import (
-    CELLS,
-    init_network,
-    memory_bytes,
-    network_shapes,
-    start,
-    state_stages,
-)
-from l2l_ref.architectures.setting import Setting
+from l2l_ref.architectures.architecture import setting
+from l2l_ref.architectures.lstm import CELLS, LSTM, layers_label
 from l2l_ref.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
     from l2l_ref.architectures import OptimizerConfig
 
+__all__ = ["GAC_UNITS", "LSTMGAC", "gac_units_fit", "global_average", "layers"]
 
-def at_most_the_smallest_layer(units: int, config: OptimizerConfig) -> str | None:
+# G, its one setting: `--gac-units`, "gac_units" in checkpoints and results files
+GAC_UNITS = "averaging units per layer, the last of each"
+
+
+def gac_units_fit(units: int, config: OptimizerConfig) -> str | None:
     """What is wrong with G = `units` for these layers (every layer needs G of its units)."""
     if not all(1 <= units <= width for width in config.layers):
-        return f"needs 1 to (units of the smallest layer), got {units} for {list(config.layers)}"
+        return (
+            f"gac_units needs 1 to (units of the smallest layer), got {units} for "
+            f"{list(config.layers)}"
+        )
     return None
-
-
-# its one setting, G: `--gac-units`, "gac_units" in checkpoints and results files
-SETTINGS = {
-    "gac_units": Setting(
-        2, "averaging units per layer, the last of each", at_most_the_smallest_layer
-    )
-}
-
-__all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "NAME", "SETTINGS", "init_network", "label", "layers",
-    "memory_bytes", "network_shapes", "start", "state_stages", "step",
-]  # fmt: skip
-
-NAME = "LSTM+GAC"  # in tables of results
-# the averages couple the coordinates; training traces the unroll
-COORDINATEWISE, HAND_WRITTEN = False, False
-
-
-def label(optimizer: dict) -> str:
-    """The optimizer in words: "LSTM 20×20 + GAC (2 units averaged)"."""
-    return f"{lstm.label(optimizer)} + GAC ({optimizer['gac_units']} units averaged)"
 
 
 def global_average(outputs: dict, units: int) -> dict:
@@ -80,12 +59,12 @@ def global_average(outputs: dict, units: int) -> dict:
     }
 
 
-def layers(net_lstm: list, x: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
-    """The LSTM layers for the tensors one network serves, over all of them together, the
-    last `gac_units` units of each layer averaged after it: x {tensor: (n, inputs)} and hidden
-    {tensor: (h, c) per layer} give the last layer's output {tensor: (n, H)} and the new states."""
-    cell, new_hidden = CELLS[config.cell], {name: [] for name in x}
-    units = config.setting("gac_units")
+def layers(net_lstm: list, x: dict, hidden: dict, cell: str, units: int) -> tuple[dict, dict]:
+    """The LSTM layers (of CELLS[cell]) for the tensors one network serves, over all of them
+    together, the last `units` units of each layer averaged after it: x {tensor: (n, inputs)}
+    and hidden {tensor: (h, c) per layer} give the last layer's output {tensor: (n, H)} and
+    the new states."""
+    cell, new_hidden = CELLS[cell], {name: [] for name in x}
     for depth, layer in enumerate(net_lstm):
         states = {name: cell(layer, x[name], hidden[name][depth])[1] for name in x}
         x = global_average({name: h for name, (h, _) in states.items()}, units)
@@ -94,12 +73,37 @@ def layers(net_lstm: list, x: dict, hidden: dict, config: OptimizerConfig) -> tu
     return x, new_hidden
 
 
-def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
-    """m for the tensors one network serves, layer by layer over all of them together, the
-    communication units averaged after each layer."""
-    preprocess = PREPROCESSORS[config.preprocessing][0]
-    x = {name: preprocess(column, config.preprocessing_param) for name, column in columns.items()}
-    x, new_hidden = layers(net["lstm"], x, hidden, config)
-    head = net["head"]
-    updates = {name: (x[name] @ head["W"] + head["b"]) * config.output_scale for name in columns}
-    return updates, new_hidden
+@dataclass(frozen=True)
+class LSTMGAC(LSTM):
+    """The LSTM's φ, state and layout, its layers' last `gac_units` units averaged."""
+
+    NAME: ClassVar[str] = "LSTM+GAC"  # in tables of results
+    # the averages couple the coordinates
+    COORDINATEWISE: ClassVar[bool] = False
+
+    gac_units: int = setting(2, GAC_UNITS)
+
+    def fits(self, config: OptimizerConfig) -> str | None:
+        return gac_units_fit(self.gac_units, config)
+
+    def step(
+        self, net: dict, columns: dict, hidden: dict, config: OptimizerConfig
+    ) -> tuple[dict, dict]:
+        """m for the tensors one network serves, layer by layer over all of them together,
+        the communication units averaged after each layer."""
+        preprocess, p = PREPROCESSORS[config.preprocessing][0], config.preprocessing_param
+        x = {name: preprocess(column, p) for name, column in columns.items()}
+        x, new_hidden = layers(net["lstm"], x, hidden, config.cell, self.gac_units)
+        head = net["head"]
+        updates = {
+            name: (x[name] @ head["W"] + head["b"]) * config.output_scale for name in columns
+        }
+        return updates, new_hidden
+
+    def hand_written(self, config: OptimizerConfig, second_order: bool = False) -> bool:
+        """None by hand: training traces the unroll."""
+        return False
+
+    def label(self, config: OptimizerConfig) -> str:
+        """The optimizer in words: "LSTM 20×20 + GAC (2 units averaged)"."""
+        return f"{layers_label(config.layers)} + GAC ({self.gac_units} units averaged)"

@@ -27,13 +27,14 @@ choice open, this is what is done (docs/conventions.md, "NTM-BFGS", says why):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import autograd.numpy as np
 import numpy as onp
 
 from l2l_ref.architectures import lstm, lstm_gac
-from l2l_ref.architectures.setting import Setting
+from l2l_ref.architectures.architecture import Architecture, between, setting
 from l2l_ref.preprocessing import PREPROCESSORS
 
 if TYPE_CHECKING:
@@ -41,83 +42,7 @@ if TYPE_CHECKING:
 
     from l2l_ref.architectures import OptimizerConfig
 
-__all__ = [
-    "COORDINATEWISE", "HAND_WRITTEN", "NAME", "SETTINGS", "init_network", "label", "memory_bytes",
-    "memory_read", "memory_write", "network_shapes", "ntm_step", "start", "state_stages", "step",
-]  # fmt: skip
-
-NAME = "NTM-BFGS"  # in tables of results
-# the reads and the GAC averages couple the coordinates; training traces the unroll
-COORDINATEWISE, HAND_WRITTEN = False, False
-
-
-def _between(low: int, high: int) -> Callable:
-    def check(value: int, config: OptimizerConfig) -> str | None:
-        return None if low <= value <= high else f"needs {low} to {high}, got {value}"
-
-    return check
-
-
-SETTINGS = {
-    "gac_units": lstm_gac.SETTINGS["gac_units"],
-    "read_heads": Setting(1, "read heads of the memory", _between(1, 16)),
-    "write_heads": Setting(3, "write heads (pairs a, b) of the memory", _between(1, 16)),
-    "window": Setting(
-        100, "steps of writes the memory keeps (below the run: NTM-L-BFGS)", _between(1, 10_000)
-    ),
-}
-
-
-def label(optimizer: dict) -> str:
-    """The optimizer in words: "NTM-BFGS, LSTM 20×20 + GAC 2, 1 read and 3 write heads,
-    window 100"."""
-    return (
-        f"NTM-BFGS, {lstm.label(optimizer)} + GAC {optimizer['gac_units']}, "
-        f"{optimizer['read_heads']} read and {optimizer['write_heads']} write heads, "
-        f"window {optimizer['window']}"
-    )
-
-
-def _sizes(config: OptimizerConfig) -> tuple[int, int, int]:
-    """Read heads R, write heads W, and the controller's head outputs 1 + R + 2W."""
-    R, W = config.setting("read_heads"), config.setting("write_heads")
-    return R, W, 1 + R + 2 * W
-
-
-def network_shapes(config: OptimizerConfig) -> dict:
-    """The controller's φ: LSTM layers on the preprocessed gradient and R reads, a head to
-    u, r (R) and a, b (W each)."""
-    R, _, outputs = _sizes(config)
-    return lstm.network_shapes(config, config.input_size * (1 + R), outputs)
-
-
-def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
-    """φ of one controller, initialised as the LSTM's (lstm.init_shaped); with
-    init="zero-head" the untrained optimizer makes no update and no write."""
-    return lstm.init_shaped(rng, network_shapes(config), config.init)
-
-
-def start(template, config: OptimizerConfig) -> dict:
-    """The state of the coordinates of one tensor, zero: the controller's (h, c) per layer,
-    the previous reads (n, R), and its rows of the memory's writes A and B (n, window · W),
-    oldest step first (zero writes: M = I)."""
-    R, W, _ = _sizes(config)
-    n, kept = template.size, config.setting("window") * W
-    return {
-        "controller": lstm.start(template, config),
-        "read": np.zeros_like(template, shape=(n, R)),
-        "a": np.zeros_like(template, shape=(n, kept)),
-        "b": np.zeros_like(template, shape=(n, kept)),
-    }
-
-
-def state_stages(state: dict) -> dict:
-    """The state of one tensor as the reference vectors record it: the controller's
-    "lstm/{layer}/h" and "/c", the reads "read", the memory's rows "memory/a", "memory/b"."""
-    return {
-        **lstm.state_stages(state["controller"]),
-        "read": state["read"], "memory/a": state["a"], "memory/b": state["b"],
-    }  # fmt: skip
+__all__ = ["NTMBFGS", "controller", "memory_read", "memory_write", "ntm_step"]
 
 
 def memory_write(memory: dict, a: dict, b: dict) -> dict:
@@ -143,17 +68,19 @@ def memory_read(memory: dict, r: dict) -> dict:
 def controller(net: dict, x: dict, state: dict, config: OptimizerConfig) -> tuple[dict, dict]:
     """The LSTM+GAC layers and the linear head: {tensor: (n, 1 + R + 2W) outputs} and the new
     (h, c) per layer."""
-    x, state = lstm_gac.layers(net["lstm"], x, state, config)
+    units = config.architecture.gac_units
+    x, state = lstm_gac.layers(net["lstm"], x, state, config.cell, units)
     return {name: h @ net["head"]["W"] + net["head"]["b"] for name, h in x.items()}, state
 
 
 def ntm_step(
     control: Callable, net: dict, columns: dict, hidden: dict, config: OptimizerConfig
 ) -> tuple[dict, dict]:
-    """One step of NTM-BFGS with the controller `control(net, x, state, config)`: inputs,
-    write, read, update, as the module's docstring orders them."""
+    """One step of NTM-BFGS (config.architecture) with the controller
+    `control(net, x, state, config)`: inputs, write, read, update, as the module's docstring
+    orders them."""
     preprocess, p = PREPROCESSORS[config.preprocessing][0], config.preprocessing_param
-    R, W, _ = _sizes(config)
+    R, W = config.architecture.read_heads, config.architecture.write_heads
     x = {}
     for name, column in columns.items():
         read = hidden[name]["read"]
@@ -176,21 +103,89 @@ def ntm_step(
     return updates, new_hidden
 
 
-def step(net: dict, columns: dict, hidden: dict, config: OptimizerConfig) -> tuple[dict, dict]:
-    """m for the tensors one network serves: ntm_step with the LSTM+GAC controller."""
-    return ntm_step(controller, net, columns, hidden, config)
+@dataclass(frozen=True)
+class NTMBFGS(Architecture):
+    """NTM-BFGS: the LSTM+GAC controller, R read and W write heads, a window of writes."""
 
+    NAME: ClassVar[str] = "NTM-BFGS"  # in tables of results
+    # the reads and the GAC averages couple the coordinates; training traces the unroll
+    COORDINATEWISE: ClassVar[bool] = False
 
-def memory_bytes(
-    config: OptimizerConfig, unroll: int, coordinates: int, itemsize: int, hand_written: bool
-) -> int:
-    """Bytes autograd's tape of one unroll keeps: per step the controller's (the LSTM's tape
-    with its inputs, lstm.TRACED_TAPE times the hand-written one), the memory's A and B as
-    written (each step's are new arrays) and the heads' outputs; and the state."""
-    R, W, outputs = _sizes(config)
-    n_in = config.input_size * (1 + R)
-    control = lstm.TRACED_TAPE * lstm.tape_bytes(unroll, coordinates, config.layers, n_in, itemsize)
-    kept = config.setting("window") * W
-    memory = unroll * coordinates * (2 * kept + 2 * outputs) * itemsize
-    state = coordinates * (6 * sum(config.layers) + 2 * kept + R) * itemsize
-    return int(control) + memory + state
+    gac_units: int = setting(2, lstm_gac.GAC_UNITS)
+    read_heads: int = setting(1, "read heads of the memory", between(1, 16))
+    write_heads: int = setting(3, "write heads (pairs a, b) of the memory", between(1, 16))
+    window: int = setting(
+        100, "steps of writes the memory keeps (below the run: NTM-L-BFGS)", between(1, 10_000)
+    )
+
+    @property
+    def outputs(self) -> int:
+        """The controller's head outputs per coordinate: u, R reads, W pairs (a, b)."""
+        return 1 + self.read_heads + 2 * self.write_heads
+
+    def fits(self, config: OptimizerConfig) -> str | None:
+        return lstm_gac.gac_units_fit(self.gac_units, config)
+
+    def network_shapes(self, config: OptimizerConfig) -> dict:
+        """The controller's φ: LSTM layers on the preprocessed gradient and R reads, a head to
+        u, r (R) and a, b (W each)."""
+        n_in = config.input_size * (1 + self.read_heads)
+        return lstm.layer_shapes(config.layers, n_in, self.outputs)
+
+    def init_network(self, rng: onp.random.Generator, config: OptimizerConfig) -> dict:
+        """φ of one controller, initialised as the LSTM's (lstm.init_shaped); with
+        init="zero-head" the untrained optimizer makes no update and no write."""
+        return lstm.init_shaped(rng, self.network_shapes(config), config.init)
+
+    def start(self, template, config: OptimizerConfig) -> dict:
+        """The state of the coordinates of one tensor, zero: the controller's (h, c) per layer,
+        the previous reads (n, R), and its rows of the memory's writes A and B
+        (n, window · W), oldest step first (zero writes: M = I)."""
+        n, kept = template.size, self.window * self.write_heads
+        return {
+            "controller": lstm.zero_state(template, config.layers),
+            "read": np.zeros_like(template, shape=(n, self.read_heads)),
+            "a": np.zeros_like(template, shape=(n, kept)),
+            "b": np.zeros_like(template, shape=(n, kept)),
+        }
+
+    def state_stages(self, state: dict) -> dict:
+        """The state of one tensor as the reference vectors record it: the controller's
+        "lstm/{layer}/h" and "/c", the reads "read", the memory's rows "memory/a",
+        "memory/b"."""
+        return {
+            **lstm.layer_stages(state["controller"]),
+            "read": state["read"], "memory/a": state["a"], "memory/b": state["b"],
+        }  # fmt: skip
+
+    def step(
+        self, net: dict, columns: dict, hidden: dict, config: OptimizerConfig
+    ) -> tuple[dict, dict]:
+        """m for the tensors one network serves: ntm_step with the LSTM+GAC controller."""
+        return ntm_step(controller, net, columns, hidden, config)
+
+    def memory_bytes(
+        self,
+        config: OptimizerConfig,
+        unroll: int,
+        coordinates: int,
+        itemsize: int,
+        second_order: bool = False,
+    ) -> int:
+        """Bytes autograd's tape of one unroll keeps: per step the controller's (the LSTM's
+        tape with its inputs, lstm.TRACED_TAPE times the hand-written one), the memory's A and
+        B as written (each step's are new arrays) and the heads' outputs; and the state."""
+        n_in = config.input_size * (1 + self.read_heads)
+        tape = lstm.tape_bytes(unroll, coordinates, config.layers, n_in, itemsize)
+        kept = self.window * self.write_heads
+        memory = unroll * coordinates * (2 * kept + 2 * self.outputs) * itemsize
+        state = coordinates * (6 * sum(config.layers) + 2 * kept + self.read_heads) * itemsize
+        return int(lstm.TRACED_TAPE * tape) + memory + state
+
+    def label(self, config: OptimizerConfig) -> str:
+        """The optimizer in words: "NTM-BFGS, LSTM 20×20 + GAC 2, 1 read and 3 write heads,
+        window 100"."""
+        return (
+            f"NTM-BFGS, {lstm.layers_label(config.layers)} + GAC {self.gac_units}, "
+            f"{self.read_heads} read and {self.write_heads} write heads, window {self.window}"
+        )
