@@ -91,9 +91,9 @@ def _paired(baseline: onp.ndarray, lstm: onp.ndarray) -> dict:
     return {
         "mean": mean,
         "stderr": stderr,
-        "lstm_lower_on": int((difference > 0).sum()),
+        "learned_lower_on": int((difference > 0).sum()),
         "log_ratio": {"mean": log_mean, "stderr": log_stderr},
-        "lstm_higher_on": int((difference < 0).sum()),
+        "learned_higher_on": int((difference < 0).sum()),
         "sign_test_p": sign_test(lower, higher),
     }
 
@@ -139,28 +139,53 @@ def evaluate(
     groups = serving_networks(groups, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
         lstm = run_on_each(phi, test, steps, groups, config, to_host)
-        results = {"LSTM": summarize(lstm)}
+        results = {LEARNED: summarize(lstm)}
         for name in baselines:
             lr, tuning = tune_learning_rate(name, validation, steps, to_host, grid)
             curves = onp.stack([run_baseline(name, lr, inst, steps, to_host) for inst in test])
             results[name] = {
                 "learning_rate": lr,
                 **summarize(curves),
-                "minus_lstm": paired_difference(curves, lstm),
+                "minus_learned": paired_difference(curves, lstm),
                 "tuning": {str(rate): entry for rate, entry in tuning.items()},
             }
     return results
 
 
+# the learned optimizer's key in a comparison's results, whatever its architecture (tables name
+# it by the architecture's NAME); before 2026-12-07 files keyed it "LSTM", and RENAMED maps
+# those files' keys to today's
+LEARNED = "learned"
+RENAMED = {
+    "LSTM": LEARNED, "minus_lstm": "minus_learned", "lstm_lower_on": "learned_lower_on",
+    "lstm_higher_on": "learned_higher_on",
+}  # fmt: skip
+
+
+def current_results(results: dict) -> dict:
+    """A comparison's results with today's keys (RENAMED), as `evaluate` writes them."""
+
+    def renamed(value):
+        if not isinstance(value, dict):
+            return value
+        return {RENAMED.get(key, key): renamed(entry) for key, entry in value.items()}
+
+    return renamed(results)
+
+
 def check_results(results, name: str = "results") -> dict:
     """A comparison's results as read back from a file, every field a table, the report and
-    the figures read: the learned optimizer and at least one baseline, each with its final
+    the figures read, returned with today's keys (current_results): the learned optimizer
+    and at least one baseline, each with its final
     losses on the same n ≥ 2 problems (null: not finite), their mean, and a baseline's rate
     and paired difference; the fields of the summaries added since (diverged runs, the log
     ratio) where they are present."""
-    checks.mapping(results, name)
-    if "LSTM" not in results or len(results) < 2:
-        raise ConfigError(f"{name} must hold LSTM and at least one baseline, not {list(results)}")
+    results = current_results(checks.mapping(results, name))
+    if LEARNED not in results or len(results) < 2:
+        raise ConfigError(
+            f"{name} must hold the learned optimizer ({LEARNED!r}) and at least one baseline, "
+            f"not {list(results)}"
+        )
     n = None
     for optimizer, entry in results.items():
         where = f"{name}[{optimizer!r}]"
@@ -172,18 +197,18 @@ def check_results(results, name: str = "results") -> dict:
         checks.number(entry["final_mean"], f"{where}.final_mean", infinite=True)
         if "diverged" in entry:
             checks.integer(entry["diverged"], f"{where}.diverged", 0, n)
-        if optimizer == "LSTM":
+        if optimizer == LEARNED:
             continue
         checks.number(entry["learning_rate"], f"{where}.learning_rate", low=0)
-        paired = checks.mapping(entry["minus_lstm"], f"{where}.minus_lstm")
+        paired = checks.mapping(entry["minus_learned"], f"{where}.minus_learned")
         for key in ("mean", "stderr"):
             value = paired[key]
             if value is not None:  # null: a blow-up's inf or NaN
-                checks.number(value, f"{where}.minus_lstm.{key}")
-        checks.integer(paired["lstm_lower_on"], f"{where}.minus_lstm.lstm_lower_on", 0, n)
+                checks.number(value, f"{where}.minus_learned.{key}")
+        checks.integer(paired["learned_lower_on"], f"{where}.minus_learned.learned_lower_on", 0, n)
         if "log_ratio" in paired:
-            ratio = checks.mapping(paired["log_ratio"], f"{where}.minus_lstm.log_ratio")
-            checks.number(ratio["mean"], f"{where}.minus_lstm.log_ratio.mean")
+            ratio = checks.mapping(paired["log_ratio"], f"{where}.minus_learned.log_ratio")
+            checks.number(ratio["mean"], f"{where}.minus_learned.log_ratio.mean")
     return results
 
 
@@ -195,11 +220,11 @@ def _number(value, spec: str) -> str:
 def table(results: dict, header: str, learned: str = "LSTM") -> str:
     """A short text table of final losses, headed by the problem and settings: per optimizer
     the mean and its standard error, the median and on how many problems it diverged; against
-    the learned optimizer (results' "LSTM", named `learned`), the paired difference of final
+    the learned optimizer (results' LEARNED, named `learned`), the paired difference of final
     losses and of their logs (diverged runs at the divergence line), and on how many problems
     it ends lower. Below it, for optimizers that diverged somewhere, the mean over the runs
     that did not."""
-    n = len(results["LSTM"]["final_losses"])
+    n = len(results[LEARNED]["final_losses"])
     against = f"minus {learned}, paired: mean ± s.e."
     width = max(33, len(against) + 1)
     lines = [
@@ -210,16 +235,16 @@ def table(results: dict, header: str, learned: str = "LSTM") -> str:
     ]
     rest = []
     for key, entry in results.items():
-        name = learned if key == "LSTM" else key
+        name = learned if key == LEARNED else key
         lr = f"{entry['learning_rate']:g}" if "learning_rate" in entry else "-"
         final = f"{_number(entry['final_mean'], '.4g')} ± {_number(entry['final_stderr'], '.2g')}"
         median = _number(entry.get("final_median"), ".4g") if "final_median" in entry else "-"
         gone = entry.get("diverged")
         versus, log_ratio, lower = "-", "-", "-"
-        if "minus_lstm" in entry:
-            paired = entry["minus_lstm"]
+        if "minus_learned" in entry:
+            paired = entry["minus_learned"]
             versus = f"{_number(paired['mean'], '+.3g')} ± {_number(paired['stderr'], '.2g')}"
-            lower = f"{paired['lstm_lower_on']}/{n}"
+            lower = f"{paired['learned_lower_on']}/{n}"
             if "log_ratio" in paired:
                 ratio = paired["log_ratio"]
                 log_ratio = f"{_number(ratio['mean'], '+.3f')} ± {_number(ratio['stderr'], '.3f')}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as onp
 
 from l2l_ref.architectures import optimizer_name
+from l2l_ref.comparison import LEARNED
 from l2l_ref.errors import L2LError
 from l2l_ref.files import write_atomically
 from l2l_ref.machine import describe
@@ -22,7 +23,7 @@ from l2l_ref.report import optimizer_label
 from l2l_ref.run import check_document
 from l2l_ref.search import read_record
 
-COLOURS = {"LSTM": "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
+COLOURS = {LEARNED: "tab:red", "SGD": "tab:blue", "RMSprop": "tab:orange", "Adam": "tab:green",
            "NAG": "tab:purple"}  # fmt: skip
 
 
@@ -140,10 +141,10 @@ def plot_losses(documents: list[dict], out: Path) -> None:
             stderr = onp.array(entry[f"stderr_loss{kind}"] or onp.zeros_like(mean), dtype=float)
             steps = onp.arange(len(mean))
             colour = COLOURS.get(name)
-            label = learned if name == "LSTM" else f"{name} (lr {entry['learning_rate']:g})"
+            label = learned if name == LEARNED else f"{name} (lr {entry['learning_rate']:g})"
             if gone:  # said in the legend: the line is the mean of the runs that did not
                 label += f", {gone} of {runs} diverged" + (", the others'" if kind else "")
-            axis.plot(steps, mean, color=colour, lw=2.0 if name == "LSTM" else 1.2, label=label)
+            axis.plot(steps, mean, color=colour, lw=2.0 if name == LEARNED else 1.2, label=label)
             low = onp.maximum(mean - stderr, mean * 1e-3)  # the band stays on the log scale
             axis.fill_between(steps, low, mean + stderr, color=colour, alpha=0.2, lw=0)
         axis.set_yscale("log")
@@ -230,7 +231,7 @@ def load_search(path: Path) -> dict:
         done = [t for t in document["trials"].values() if t["status"] == "done"]
         numbers([t["best_validation"] for t in done] + [t["meta_lr"] for t in done])
         for results in document["test"].values():
-            paired = [e["minus_lstm"] for name, e in results.items() if name != "LSTM"]
+            paired = [e["minus_learned"] for name, e in results.items() if name != LEARNED]
             numbers([p["mean"] for p in paired] + [p["stderr"] for p in paired])
         numbers(document["settings"]["seeds"] + document["settings"]["meta_lr_range"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -261,11 +262,11 @@ def plot_search(document: dict, out: Path) -> None:
     label_log_axis(trials.xaxis)
     label_log_axis(trials.yaxis)
     trials.legend(fontsize=8)
-    names = sorted({n for r in document["test"].values() for n in r if n != "LSTM"})
+    names = sorted({n for r in document["test"].values() for n in r if n != LEARNED})
     tested = sorted(document["test"].items(), key=lambda item: int(item[0]))
     for k, (seed, results) in enumerate(tested):
         for n, name in enumerate(names):
-            paired_diff = results[name]["minus_lstm"]
+            paired_diff = results[name]["minus_learned"]
             x = n + (k - (len(document["test"]) - 1) / 2) * 0.12
             label = f"seed {seed}" if n == 0 else None
             paired.errorbar(x, paired_diff["mean"], paired_diff["stderr"], fmt="o", ms=4,

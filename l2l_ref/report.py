@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from l2l_ref.architectures import ARCHITECTURES, OptimizerConfig, current_record, optimizer_name
+from l2l_ref.comparison import LEARNED
 from l2l_ref.divergence import DIVERGENCE
 from l2l_ref.errors import ConfigError, L2LError
 from l2l_ref.machine import describe
@@ -163,19 +164,19 @@ def _entry(
         "train": train,
         "search": search,
     } | ({"pooled": True} if pooled and not search else {})
-    lstm = results["LSTM"]
+    learned = results[LEARNED]
     baselines = {}
     for name, entry in results.items():
-        if name == "LSTM":
+        if name == LEARNED:
             continue
-        paired = entry["minus_lstm"]
-        log_mean, log_stderr = _log_ratio(paired, entry, lstm)
+        paired = entry["minus_learned"]
+        log_mean, log_stderr = _log_ratio(paired, entry, learned)
         baselines[name] = {
             "mean": _float(paired["mean"]),
             "stderr": _float(paired["stderr"]),
             "log_mean": log_mean,
             "log_stderr": log_stderr,
-            "lstm_lower_on": int(paired["lstm_lower_on"]),
+            "learned_lower_on": int(paired["learned_lower_on"]),
             "final_mean": _float(entry["final_mean"]),
             "diverged": entry.get("diverged"),
         }
@@ -183,12 +184,12 @@ def _entry(
         "experiment": experiment,
         "label": _label(experiment),
         "seed": seed,
-        "lstm": _float(lstm["final_mean"]),
-        "lstm_final_losses": [_float(x) for x in lstm["final_losses"]],
+        "learned": _float(learned["final_mean"]),
+        "learned_final_losses": [_float(x) for x in learned["final_losses"]],
         # the test problems, as the baselines' final losses identify them
-        "baseline_final_losses": {n: e["final_losses"] for n, e in results.items() if n != "LSTM"},
-        "lstm_diverged": lstm.get("diverged"),
-        "problems": len(lstm["final_losses"]),
+        "baseline_final_losses": {n: e["final_losses"] for n, e in results.items() if n != LEARNED},
+        "learned_diverged": learned.get("diverged"),
+        "problems": len(learned["final_losses"]),
         "baselines": baselines,
         "machine": document.get("machine"),  # that trained (l2l_ref.machine); None: not recorded
         "path": str(path),
@@ -200,7 +201,7 @@ def _float(value) -> float:
     return math.inf if value is None else float(value)
 
 
-def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
+def _log_ratio(paired: dict, entry: dict, learned: dict) -> tuple[float, float]:
     """Mean and standard error over a seed's test problems of log(baseline final loss) −
     log(LSTM final loss), diverged runs at the divergence line (l2l_ref.divergence), as the
     comparison wrote them; for files written before it did, from the final losses, with no
@@ -209,7 +210,7 @@ def _log_ratio(paired: dict, entry: dict, lstm: dict) -> tuple[float, float]:
         return _float(paired["log_ratio"]["mean"]), _float(paired["log_ratio"]["stderr"])
     finals = [
         (_float(b), _float(a))
-        for b, a in zip(entry["final_losses"], lstm["final_losses"], strict=True)
+        for b, a in zip(entry["final_losses"], learned["final_losses"], strict=True)
     ]
     ratios = [
         math.log(b) - math.log(a) if 0 < a < math.inf and 0 < b < math.inf else math.inf
@@ -277,11 +278,11 @@ def summarize(entries: list[dict]) -> list[dict]:
             differences = [e["baselines"][name]["mean"] for e in group]
             mean, low, high = interval(differences)
             lower = sum(d > 0 for d in differences)
-            across[name] = {"mean": mean, "low": low, "high": high, "lstm_lower_in": lower}
+            across[name] = {"mean": mean, "low": low, "high": high, "learned_lower_in": lower}
             ratios = [e["baselines"][name]["log_mean"] for e in group]
             mean, low, high = interval(ratios)
             lower = sum(r > 0 for r in ratios)
-            on_log[name] = {"mean": mean, "low": low, "high": high, "lstm_lower_in": lower}
+            on_log[name] = {"mean": mean, "low": low, "high": high, "learned_lower_in": lower}
         below_all = sum(all(e["baselines"][n]["log_mean"] > 0 for n in names) for e in group)
         claims.append(
             {
@@ -291,7 +292,7 @@ def summarize(entries: list[dict]) -> list[dict]:
                 "per_seed": group,
                 "across": across,
                 "across_log": on_log,
-                "lstm_below_every_baseline_in": below_all,
+                "learned_below_every_baseline_in": below_all,
                 "verdict": _verdict(group, on_log),
             }
         )
@@ -315,7 +316,9 @@ def _verdict(group: list[dict], across: dict) -> str:
 
 
 def _cell(paired: dict, problems: int) -> str:
-    text = f"{paired['mean']:+.4f} ± {paired['stderr']:.4f} ({paired['lstm_lower_on']}/{problems})"
+    text = (
+        f"{paired['mean']:+.4f} ± {paired['stderr']:.4f} ({paired['learned_lower_on']}/{problems})"
+    )
     return text.rjust(WIDTH)
 
 
@@ -334,7 +337,7 @@ def _diverged(claim: dict) -> list[str]:
     """'seed 3: SGD on 1 of 32 problems' for every optimizer of a seed that diverged."""
     found = []
     for entry in claim["per_seed"]:
-        counts = {"LSTM": entry["lstm_diverged"]}
+        counts = {optimizer_name(entry["experiment"]["optimizer"]): entry["learned_diverged"]}
         counts |= {name: b["diverged"] for name, b in entry["baselines"].items()}
         shown = [f"{name} on {k} of {entry['problems']}" for name, k in counts.items() if k]
         if shown:
@@ -361,7 +364,7 @@ def render(claims: list[dict]) -> str:
         lines.append(head)
         for entry in claim["per_seed"]:
             cells = "".join(_cell(entry["baselines"][name], entry["problems"]) for name in names)
-            lines.append(f"  {entry['seed']:>6} {entry['lstm']:>9.4f}{cells}")
+            lines.append(f"  {entry['seed']:>6} {entry['learned']:>9.4f}{cells}")
         if n > 1:
             lines.append(f"  {'mean':>6} {'95% CI':>9}{_intervals(claim['across'], 4)}")
         lines.append(
@@ -371,7 +374,7 @@ def render(claims: list[dict]) -> str:
         lines.append(head)
         for entry in claim["per_seed"]:
             cells = "".join(_log_cell(entry["baselines"][name]) for name in names)
-            lines.append(f"  {entry['seed']:>6} {entry['lstm']:>9.4f}{cells}")
+            lines.append(f"  {entry['seed']:>6} {entry['learned']:>9.4f}{cells}")
         if n > 1:
             lines.append(f"  {'mean':>6} {'95% CI':>9}{_intervals(claim['across_log'], 3)}")
         diverged = _diverged(claim)
@@ -380,12 +383,12 @@ def render(claims: list[dict]) -> str:
         a, plain = claim["across_log"][closest], claim["across"][closest]
         bounds = f" [{a['low']:+.3g}, {a['high']:+.3g}]" if n > 1 else ""
         plain_bounds = f" [{plain['low']:+.3g}, {plain['high']:+.3g}]" if n > 1 else ""
-        below = claim["lstm_below_every_baseline_in"]
+        below = claim["learned_below_every_baseline_in"]
         lines.append(
             f"verdict, on the log of the final loss: {learned} below every tuned baseline in "
             f"{below} of {n} seeds; against {closest} (the best baseline) log ratio "
             f"{a['mean']:+.3g}{bounds} (final loss {plain['mean']:+.3g}{plain_bounds}), "
-            f"{learned} lower in {a['lstm_lower_in']} of {n}: {claim['verdict']}"
+            f"{learned} lower in {a['learned_lower_in']} of {n}: {claim['verdict']}"
         )
         lines.append("")
     return "\n".join(lines).rstrip()
@@ -412,13 +415,13 @@ def versus(entries: list[dict], others: list[dict]) -> dict:
                 f"{entry['path']} and {match['path']}: seed {entry['seed']} ran on other test "
                 "problems (the baselines' final losses differ)"
             )
-        mine, theirs = entry["lstm_final_losses"], match["lstm_final_losses"]
+        mine, theirs = entry["learned_final_losses"], match["learned_final_losses"]
         differences = [b - a for a, b in zip(mine, theirs, strict=True)]
         mean, n = sum(differences) / len(differences), len(differences)
         stderr = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1) / n)
         log_mean, log_stderr = _log_ratio({}, {"final_losses": theirs}, {"final_losses": mine})
         per_seed.append({
-            "seed": entry["seed"], "this": entry["lstm"], "other": match["lstm"],
+            "seed": entry["seed"], "this": entry["learned"], "other": match["learned"],
             "mean": mean, "stderr": stderr, "lower_on": sum(d > 0 for d in differences),
             "problems": n, "log_mean": log_mean, "log_stderr": log_stderr,
         })  # fmt: skip

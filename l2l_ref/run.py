@@ -300,7 +300,8 @@ def check_document(document) -> dict:
     """A results document (`document`'s) as read back from a file, every field that `report`
     and `plot` read checked: the seed, the problem with its settings, the preset, the
     optimizer, the horizon, the protocol and the comparison's results
-    (comparison.check_results). Raises ConfigError naming the field."""
+    (comparison.check_results, which brings them to today's keys in place). Raises
+    ConfigError naming the field."""
     checks.mapping(document, "the file")
     checks.integer(document["seed"], "seed", 0)
     problem = checks.mapping(document["problem"], "problem")
@@ -314,7 +315,7 @@ def check_document(document) -> dict:
     train = checks.mapping(document["train"], "train")
     checks.integer(train["epochs"], "train.epochs", 1)
     checks.number(train["meta_lr"], "train.meta_lr", low=0)
-    check_results(document["results"])
+    document["results"] = check_results(document["results"])  # today's keys
     for key in ("machine", "compared_on"):
         if key in document:
             check_machine(document[key], key)

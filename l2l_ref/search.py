@@ -367,7 +367,7 @@ def read_record(path: Path) -> dict:
         for seed, results in checks.mapping(record["test"], "test").items():
             if record["selection"].get(seed) is None:
                 raise ConfigError(f"test[{seed!r}] has no selected trial")
-            check_results(results, f"test[{seed!r}]")
+            record["test"][seed] = check_results(results, f"test[{seed!r}]")  # today's keys
     except KeyError as error:
         raise L2LError(f"{path}: not a search of l2l-ref (no {error})") from None
     except (OSError, ValueError, TypeError, AttributeError, L2LError) as error:

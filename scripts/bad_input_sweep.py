@@ -127,7 +127,7 @@ def corrupted_checkpoints(place: Path, good: Path) -> dict[str, str]:
 def corrupted_json(place: Path, results: Path) -> dict[str, str]:
     document = json.loads(results.read_text())
     curve = json.loads(results.read_text())
-    curve["results"]["LSTM"]["mean_loss"][3] = "many"
+    curve["results"]["learned"]["mean_loss"][3] = "many"
     no_results = {k: v for k, v in document.items() if k != "results"}
     texts = {
         "a string in a curve": json.dumps(curve),
@@ -257,7 +257,7 @@ def damaged_searches(place: Path, search: Path, argv: list[str]) -> list[tuple[s
         'test "abc"': {"test": "abc"},
         "a selection of no trial": {"selection": {seed: {"seed": 0, "index": 7}}},
         "a test without its selection": {"selection": {}},
-        "a test of the LSTM alone": {"test": {seed: {"LSTM": record["test"][seed]["LSTM"]}}},
+        "a test of the LSTM alone": {"test": {seed: {"learned": record["test"][seed]["learned"]}}},
         "no selection": {"selection": None},
         "version 2": {"version": 2},
         "a list": "LIST",
@@ -279,7 +279,7 @@ def damaged_searches(place: Path, search: Path, argv: list[str]) -> list[tuple[s
 def damaged_reports(place: Path, results: Path, search: Path) -> list[tuple[str, list[str], str]]:
     """`report` and `plot` on files that parse but are not what they should be."""
     document = json.loads(results.read_text())
-    lstm_only = {**document, "results": {"LSTM": document["results"]["LSTM"]}}
+    lstm_only = {**document, "results": {"learned": document["results"]["learned"]}}
     no_nag = {
         **document,
         "seed": 1,

@@ -279,7 +279,7 @@ def test_train_and_evaluate_each_architecture(architecture, tmp_path, capsys):
     assert main(args) == 0
     again = json.loads((tmp_path / "e.json").read_text())["results"]
     before = json.loads((out / "results.json").read_text())["results"]
-    assert again["LSTM"]["final_losses"] == before["LSTM"]["final_losses"]
+    assert again["learned"]["final_losses"] == before["learned"]["final_losses"]
 
 
 def other_values(architecture) -> dict:

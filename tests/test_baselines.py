@@ -130,7 +130,7 @@ def test_baselines_are_tuned_on_validation_problems_only(monkeypatch):
     validation = [problem.sample(rng_val, to_device).loss(at_ones, 0) for _ in range(2)]
     test = [problem.sample(rng_test, to_device).loss(at_ones, 0) for _ in range(2)]
     assert set(seen) == set(validation) and not set(seen) & set(test)
-    assert set(results) == {"LSTM", *BASELINES}
+    assert set(results) == {"learned", *BASELINES}
     for name in BASELINES:
         assert results[name]["learning_rate"] in (0.1, 1.0)
         assert len(results[name]["mean_loss"]) == 4

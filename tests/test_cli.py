@@ -56,20 +56,20 @@ def test_train_writes_checkpoint_results_and_table(trained):
     }
     assert "preset paper" in document["settings"] and "seed 0" in document["settings"]
     results = document["results"]
-    assert set(results) == {"LSTM", "SGD", "RMSprop", "Adam", "NAG"}
+    assert set(results) == {"learned", "SGD", "RMSprop", "Adam", "NAG"}
     for name, entry in results.items():
         assert len(entry["mean_loss"]) == 11 and len(entry["final_losses"]) == 3
         finals = np.array(entry["final_losses"])
         assert entry["final_mean"] == pytest.approx(finals.mean())
         assert entry["final_stderr"] == pytest.approx(finals.std(ddof=1) / np.sqrt(3))
-        assert (name == "LSTM") != ("learning_rate" in entry)
-        if name != "LSTM":  # paired comparison on the same test problems
-            difference = finals - np.array(results["LSTM"]["final_losses"])
-            assert entry["minus_lstm"]["mean"] == pytest.approx(difference.mean())
-            assert entry["minus_lstm"]["stderr"] == pytest.approx(
+        assert (name == "learned") != ("learning_rate" in entry)
+        if name != "learned":  # paired comparison on the same test problems
+            difference = finals - np.array(results["learned"]["final_losses"])
+            assert entry["minus_learned"]["mean"] == pytest.approx(difference.mean())
+            assert entry["minus_learned"]["stderr"] == pytest.approx(
                 difference.std(ddof=1) / np.sqrt(3)
             )
-            assert entry["minus_lstm"]["lstm_lower_on"] == int((difference > 0).sum())
+            assert entry["minus_learned"]["learned_lower_on"] == int((difference > 0).sum())
     assert [epoch for epoch, _ in document["training"]["validation"]] == [0, 2, 4]
     assert len(document["training"]["meta_loss"]) == 4
     assert "quadratic (dims=10" in result.stdout and "preset paper" in result.stdout
@@ -110,7 +110,7 @@ def test_evaluate_reproduces_the_training_run(trained, tmp_path):
 def test_evaluate_longer_horizon(trained, tmp_path):
     out, _ = trained
     document = evaluate_json(out / "checkpoint.npz", tmp_path, "--steps", "20")
-    assert len(document["results"]["LSTM"]["mean_loss"]) == 21
+    assert len(document["results"]["learned"]["mean_loss"]) == 21
     assert "20 steps" in document["settings"]
 
 
@@ -196,8 +196,8 @@ def test_float64_checkpoint_evaluates_in_float32(trained, tmp_path):
     double = json.loads((out / "results.json").read_text())
     assert "float32" in single["settings"]
     np.testing.assert_allclose(
-        single["results"]["LSTM"]["final_losses"],
-        double["results"]["LSTM"]["final_losses"],
+        single["results"]["learned"]["final_losses"],
+        double["results"]["learned"]["final_losses"],
         rtol=1e-3,
     )
 

@@ -47,7 +47,7 @@ def test_the_paired_log_ratio_counts_a_blow_up_at_the_line():
     sd = math.sqrt(sum((r - mean) ** 2 for r in ratios) / 2)
     assert paired["log_ratio"]["mean"] == pytest.approx(mean)
     assert paired["log_ratio"]["stderr"] == pytest.approx(sd / math.sqrt(3))
-    assert paired["lstm_lower_on"] == 2 and paired["lstm_higher_on"] == 1
+    assert paired["learned_lower_on"] == 2 and paired["learned_higher_on"] == 1
     assert paired["sign_test_p"] == pytest.approx(1.0)  # 2 against 1: no evidence
 
 
@@ -61,8 +61,8 @@ def test_sign_test_against_the_binomial(lower, higher, p):
 def test_the_table_says_what_diverged():
     lstm = curves([1.0] * 4, [0.2, 0.3, 0.25, 0.2])
     sgd = curves([1.0] * 4, [0.5, 0.6, 5e40, 0.4])
-    results = {"LSTM": summarize(lstm), "SGD": {"learning_rate": 2.0, **summarize(sgd)}}
-    results["SGD"]["minus_lstm"] = paired_difference(sgd, lstm)
+    results = {"learned": summarize(lstm), "SGD": {"learning_rate": 2.0, **summarize(sgd)}}
+    results["SGD"]["minus_learned"] = paired_difference(sgd, lstm)
     text = table(results, "a header")
     sgd_line = next(line for line in text.splitlines() if line.startswith("SGD"))
     assert " 1 " in sgd_line and "0.55" in sgd_line  # one diverged; the median of the four
@@ -74,13 +74,13 @@ def document(folder, seed, lstm_finals, baselines):
     """A results file of one seed as the comparison writes it, from final losses (start 1)."""
     n = len(lstm_finals)
     lstm = curves([1.0] * n, lstm_finals)
-    results = {"LSTM": summarize(lstm)}
+    results = {"learned": summarize(lstm)}
     for name, finals in baselines.items():
         other = curves([1.0] * n, finals)
         results[name] = {
             "learning_rate": 1.0,
             **summarize(other),
-            "minus_lstm": paired_difference(other, lstm),
+            "minus_learned": paired_difference(other, lstm),
         }
     record = {
         "problem": {"name": "quadratic", "settings": {}}, "preset": "paper",

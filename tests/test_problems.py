@@ -212,13 +212,13 @@ def test_meta_train_and_evaluate_on_fashion_mnist(tmp_path, capsys):
     assert main(["evaluate", str(out / "checkpoint.npz"), *general, *sizes]) == 0
     evaluated = json.loads(path.read_text())
     assert evaluated["problem"]["settings"]["hidden"] == [40]
-    assert len(evaluated["results"]["LSTM"]["mean_loss"]) == 21
+    assert len(evaluated["results"]["learned"]["mean_loss"]) == 21
     assert "hidden=[40], activation=relu" in evaluated["settings"]
     # and on a net with tensors the optimizer never saw (W2, b2): served as in training
     deeper = tmp_path / "deeper.json"
     assert main(["evaluate", str(out / "checkpoint.npz"), "--hidden", "5,5", "--steps", "5",
                  "--json", str(deeper), *sizes]) == 0  # fmt: skip
-    assert np.isfinite(json.loads(deeper.read_text())["results"]["LSTM"]["final_mean"])
+    assert np.isfinite(json.loads(deeper.read_text())["results"]["learned"]["final_mean"])
     # and the figure of it
     figure = tmp_path / "general.png"
     assert main(["plot", str(out / "results.json"), str(path), "-o", str(figure)]) == 0
@@ -242,7 +242,7 @@ def test_conv_net_meta_trains_on_real_images():
 
 def test_plot_refuses_what_is_not_a_results_file(tmp_path, capsys):
     bad = tmp_path / "results.json"
-    bad.write_text(json.dumps({"results": {"LSTM": {"mean_loss": [1.0]}}}))
+    bad.write_text(json.dumps({"results": {"learned": {"mean_loss": [1.0]}}}))
     assert main(["plot", str(bad), "-o", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()

@@ -47,4 +47,4 @@ def test_the_python_example_runs(monkeypatch):
     monkeypatch.setattr(l2l_ref.RunSpec, "from_preset", staticmethod(small))
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert set(namespace["results"]) == {"LSTM", "SGD", "RMSprop", "Adam", "NAG"}
+    assert set(namespace["results"]) == {"learned", "SGD", "RMSprop", "Adam", "NAG"}

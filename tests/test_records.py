@@ -7,6 +7,7 @@ anything is written."""
 import contextlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from l2l_ref import checkpoint, folder, run, search
 from l2l_ref.cli import main
+from l2l_ref.comparison import LEARNED
 from l2l_ref.errors import L2LError
 from l2l_ref.report import load as load_report
 from l2l_ref.report import render, summarize
@@ -153,3 +155,28 @@ def test_a_damaged_checkpoint_header_is_read_or_refused(made, data, tmp_path):
         run.compare(spec, phi, loaded["networks"], problem, steps=2)
 
     refused_or_read(read)
+
+
+def test_results_written_before_the_learned_key_read_as_today(tmp_path, capsys):
+    """Results files written before the learned optimizer had a key of its own ("LSTM",
+    "minus_lstm", "lstm_lower_on": docs/results' files) are read with today's keys, the same
+    numbers under them, and a report over one prints what it prints over the same file
+    written today."""
+    results = Path(__file__).resolve().parent.parent / "docs" / "results"
+    old = json.loads((results / "quadratic-main-skylakex-s0.json").read_text())
+    assert "LSTM" in old["results"] and "minus_lstm" in old["results"]["Adam"]
+    read = run.check_document(json.loads(json.dumps(old)))["results"]
+    assert set(read) == {LEARNED, "SGD", "RMSprop", "Adam", "NAG"}
+    assert read[LEARNED]["final_losses"] == old["results"]["LSTM"]["final_losses"]
+    paired, before = read["Adam"]["minus_learned"], old["results"]["Adam"]["minus_lstm"]
+    assert paired["learned_lower_on"] == before["lstm_lower_on"]
+    assert paired["mean"] == before["mean"] and paired["log_ratio"] == before["log_ratio"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "today").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(old))
+    (tmp_path / "today" / "results.json").write_text(json.dumps({**old, "results": read}))
+    printed = []
+    for version in ("old", "today"):
+        assert main(["report", str(tmp_path / version / "results.json")]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "Adam" in printed[0]

@@ -71,7 +71,7 @@ def test_a_search_selects_on_validation_and_compares_once_on_test(reference):
         mine = [t for t in record["trials"].values() if t["seed"] == seed]
         best = min(mine, key=lambda t: (t["best_validation"], t["index"]))
         assert record["selection"][str(seed)]["index"] == best["index"]
-        assert set(record["test"][str(seed)]) == {"LSTM", "SGD", "RMSprop", "Adam", "NAG"}
+        assert set(record["test"][str(seed)]) == {"learned", "SGD", "RMSprop", "Adam", "NAG"}
         document = json.loads((out / f"seed-{seed}" / "results.json").read_text())
         assert document["train"]["trial"] == best["index"] and document["seed"] == seed
         assert document["results"] == record["test"][str(seed)]
@@ -302,14 +302,14 @@ def results_file(folder: Path, seed: int, lstm: list, baselines: dict, epochs=10
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
         return mean, sd / math.sqrt(n)
 
-    results = {"LSTM": {"final_losses": lstm, "final_mean": stats(lstm)[0]}}
+    results = {"learned": {"final_losses": lstm, "final_mean": stats(lstm)[0]}}
     for name, finals in baselines.items():
         differences = [b - a for a, b in zip(lstm, finals, strict=True)]
         mean, stderr = stats(differences)
         results[name] = {
             "final_losses": finals, "final_mean": stats(finals)[0], "learning_rate": 0.1,
-            "minus_lstm": {"mean": mean, "stderr": stderr,
-                           "lstm_lower_on": sum(d > 0 for d in differences)},
+            "minus_learned": {"mean": mean, "stderr": stderr,
+                           "learned_lower_on": sum(d > 0 for d in differences)},
         }  # fmt: skip
     document = {
         "problem": {"name": "quadratic", "settings": {"dims": 10}}, "preset": "paper",
@@ -340,7 +340,7 @@ def test_report_statistics_match_a_hand_computation(tmp_path, capsys):
     assert across["mean"] == pytest.approx(mean, rel=1e-12)
     assert across["low"] == pytest.approx(mean - half, rel=1e-9)
     assert across["high"] == pytest.approx(mean + half, rel=1e-9)
-    assert across["lstm_lower_in"] == 3 and claim["lstm_below_every_baseline_in"] == 3
+    assert across["learned_lower_in"] == 3 and claim["learned_below_every_baseline_in"] == 3
     assert claim["verdict"] == "holds"
     assert main(["report", *map(str, paths), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
