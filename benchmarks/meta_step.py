@@ -33,7 +33,7 @@ from l2l_ref.backends import get_backend
 from l2l_ref.blocks import subnormals_flushed
 from l2l_ref.machine import describe, one_blas_thread
 from l2l_ref.meta_train import META_INIT, TrainConfig, init_phi, start_hidden, train_epoch
-from l2l_ref.optimizer import OptimizerConfig, assign_networks
+from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig, assign_networks
 from l2l_ref.presets import optimizer_for
 from l2l_ref.problems import Instance, Problem, mlp, quadratic
 
@@ -117,7 +117,8 @@ def setup_step(s: Setup, dtype: str):
     def step():
         with subnormals_flushed(dtype == "float32"), one_blas_thread():
             return train_epoch(
-                s.phi, state, s.instance, s.groups, s.config, s.train, s.backend.to_host,
+                s.phi, state, s.instance, LearnedOptimizer(s.config, s.groups), s.train,
+                s.backend.to_host,
                 workspace=workspace,
             )  # fmt: skip
 

@@ -37,6 +37,7 @@ from meta_step import (
 from torch_peer import torch_gradient, torch_meta_step
 
 from l2l_ref.blocks import subnormals_flushed
+from l2l_ref.optimizer import LearnedOptimizer
 from l2l_ref.tree import flatten
 from l2l_ref.unroll import meta_gradient
 
@@ -66,7 +67,7 @@ def agreement(case: str, dtype: str) -> dict:
     with subnormals_flushed(dtype == "float32"):
         phi_grad, L, _, _ = meta_gradient(
             s.phi, s.instance.theta0, s.hidden, s.instance, 0,
-            s.train.unroll_weights(), s.groups, s.config,
+            s.train.unroll_weights(), LearnedOptimizer(s.config, s.groups),
         )  # fmt: skip
     expected = flatten(phi_grad)
     torch_L, torch_grad = torch_gradient(s, dtype)

@@ -7,6 +7,8 @@ The public API, what docs/walkthrough.md uses (arrays are host NumPy float64 unl
     Problem, Instance, register_problem, Preset   a family of optimizees; one call makes it
                                                   known to the command line with its presets
     OptimizerConfig, ARCHITECTURES                the learned optimizer m (architectures/)
+    LearnedOptimizer                              m for one optimizee, all but φ: the
+                                                  configuration and the tensor → network map
     learned, optimize                             φ as an optimizer (init, step) of the
                                                   baselines' kind, and their one run loop
     init_phi, assign_networks                     a fresh φ, and which network serves each tensor
@@ -53,6 +55,7 @@ _PUBLIC = {
     "TrainConfig": ("l2l_ref.meta_train", "TrainConfig"),
     "meta_train": ("l2l_ref.meta_train", "meta_train"),
     "ARCHITECTURES": ("l2l_ref.optimizer", "ARCHITECTURES"),
+    "LearnedOptimizer": ("l2l_ref.optimizer", "LearnedOptimizer"),
     "OptimizerConfig": ("l2l_ref.optimizer", "OptimizerConfig"),
     "assign_networks": ("l2l_ref.optimizer", "assign_networks"),
     "init_phi": ("l2l_ref.optimizer", "init_phi"),

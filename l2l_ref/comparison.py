@@ -15,7 +15,7 @@ from l2l_ref.baselines import BASELINES, LEARNING_RATES, run_baseline, tune_lear
 from l2l_ref.divergence import DIVERGENCE, diverged, log_final
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
-from l2l_ref.optimizer import OptimizerConfig, assign_networks
+from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig, assign_networks
 from l2l_ref.problems import Problem, ToDevice, draw_problems, host_float64
 
 
@@ -71,21 +71,23 @@ def sign_test(lower: int, higher: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_difference(baseline: onp.ndarray, lstm: onp.ndarray) -> dict:
-    """Baseline against LSTM on the same test problems, from their loss curves (problems ×
-    steps): the final loss's difference, baseline minus LSTM (positive: the LSTM is lower),
-    and the difference of log final losses with diverged runs at the divergence line
-    (`log_ratio`, the scale the claims are judged on: l2l_ref.report); on how many problems
-    the LSTM is lower and higher, and the sign test's p-value. Pairing removes the spread
-    between problems from the comparison."""
+def paired_difference(baseline: onp.ndarray, learned: onp.ndarray) -> dict:
+    """Baseline against the learned optimizer on the same test problems, from their loss
+    curves (problems × steps): the final loss's difference, baseline minus learned (positive:
+    the learned optimizer is lower), and the difference of log final losses with diverged
+    runs at the divergence line (`log_ratio`, the scale the claims are judged on:
+    l2l_ref.report); on how many problems the learned optimizer is lower and higher, and the
+    sign test's p-value. Pairing removes the spread between problems from the comparison."""
     with onp.errstate(all="ignore"):
-        return _paired(baseline, lstm)
+        return _paired(baseline, learned)
 
 
-def _paired(baseline: onp.ndarray, lstm: onp.ndarray) -> dict:
-    difference = baseline[:, -1] - lstm[:, -1]
+def _paired(baseline: onp.ndarray, learned: onp.ndarray) -> dict:
+    difference = baseline[:, -1] - learned[:, -1]
     mean, stderr = mean_and_stderr(difference)
-    log_ratio = log_final(baseline[:, 0], baseline[:, -1]) - log_final(lstm[:, 0], lstm[:, -1])
+    log_ratio = log_final(baseline[:, 0], baseline[:, -1]) - log_final(
+        learned[:, 0], learned[:, -1]
+    )
     log_mean, log_stderr = mean_and_stderr(log_ratio)
     lower, higher = int((log_ratio > 0).sum()), int((log_ratio < 0).sum())
     return {
@@ -136,17 +138,17 @@ def evaluate(
         raise ConfigError("need at least 2 test problems for a standard error")
     validation = draw_problems(problem, seed, "validation", validation_problems, to_device)
     test = draw_problems(problem, seed, "test", test_problems, to_device)
-    groups = serving_networks(groups, list(test[0].theta0), problem, config, phi)
+    served = serving_networks(groups, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
-        lstm = run_on_each(phi, test, steps, groups, config, to_host)
-        results = {LEARNED: summarize(lstm)}
+        learned = run_on_each(phi, test, steps, LearnedOptimizer(config, served), to_host)
+        results = {LEARNED: summarize(learned)}
         for name in baselines:
             lr, tuning = tune_learning_rate(name, validation, steps, to_host, grid)
             curves = onp.stack([run_baseline(name, lr, inst, steps, to_host) for inst in test])
             results[name] = {
                 "learning_rate": lr,
                 **summarize(curves),
-                "minus_learned": paired_difference(curves, lstm),
+                "minus_learned": paired_difference(curves, learned),
                 "tuning": {str(rate): entry for rate, entry in tuning.items()},
             }
     return results

@@ -33,7 +33,7 @@ import numpy as onp
 from l2l_ref.architectures.lstm import LSTM, cell_backward, cell_forward, halved_gates
 from l2l_ref.blocks import coordinate_blocks, run_blocks
 from l2l_ref.errors import ConfigError
-from l2l_ref.optimizer import OptimizerConfig
+from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig
 from l2l_ref.preprocessing import PREPROCESSORS
 from l2l_ref.problems import Instance, value_and_gradient
 from l2l_ref.unroll import meta_loss
@@ -52,22 +52,22 @@ def side_by_side(tensors: dict, names) -> object:
     return np.concatenate([np.reshape(tensors[name], (-1,)) for name in names])
 
 
-def tape_arrays(like, steps: int, input_size: int, layers: tuple, m: int) -> list:
+def tape_arrays(like, steps: int, input_size: int, layers: tuple, n: int) -> list:
     """One block's tape for an unroll of `steps`: per layer, [x; h] of every step and the
-    next (steps + 1, n_in + H, m), the gates (steps, 4H, m), c of every step and the next
-    (steps + 1, H, m) and tanh(c') (steps, H, m). The head reads the last rows of the top
+    next (steps + 1, n_in + H, n), the gates (steps, 4H, n), c of every step and the next
+    (steps + 1, H, n) and tanh(c') (steps, H, n). The head reads the last rows of the top
     entry's xh at s + 1: h of the top layer, or without layers the inputs themselves."""
     empty = lambda *shape: onp.empty_like(like, shape=shape)  # noqa: E731
     if not layers:
-        return [{"xh": empty(steps + 1, input_size, m)}]
+        return [{"xh": empty(steps + 1, input_size, n)}]
     tape, n_in = [], input_size
     for H in layers:
         tape.append(
             {
-                "xh": empty(steps + 1, n_in + H, m),
-                "gates": empty(steps, 4 * H, m),
-                "c": empty(steps + 1, H, m),
-                "tanh_c": empty(steps, H, m),
+                "xh": empty(steps + 1, n_in + H, n),
+                "gates": empty(steps, 4 * H, n),
+                "c": empty(steps + 1, H, n),
+                "tanh_c": empty(steps, H, n),
             }
         )
         n_in = H
@@ -101,8 +101,7 @@ def fused_meta_gradient(
     instance: Instance,
     t0: int,
     weights,
-    groups: dict,
-    config: OptimizerConfig,
+    m: LearnedOptimizer,
     *,
     workspace: dict | None = None,
 ) -> tuple:
@@ -111,16 +110,17 @@ def fused_meta_gradient(
     Returns ∂L/∂φ, L, θ_{t0+T} and the hidden state, as meta_gradient does; none of them
     shares memory with `workspace`, a dict the caller keeps between unrolls (or None).
     """
+    config = m.config
     if type(config.architecture) is not LSTM:  # the kernels are the plain LSTM's
         raise ConfigError(
             f"{config.architecture.NAME} has no hand-written meta-gradient; "
             "unroll.meta_gradient (traced) serves it"
         )
-    steps, columns = len(weights) - 1, network_columns(theta, groups)
+    steps, columns = len(weights) - 1, network_columns(theta, m.networks)
     loss_and_grad = value_and_gradient(instance)
     loss, grads = loss_and_grad(theta, t0)
     losses, gradients = [loss], []
-    networks, width = {}, max((4 * H for H in config.layers), default=1)
+    served, width = {}, max((4 * H for H in config.layers), default=1)
     for group, names in columns.items():
         like = side_by_side(theta, names)
         blocks = coordinate_blocks(len(like), width * like.dtype.itemsize, like)
@@ -128,11 +128,11 @@ def fused_meta_gradient(
         start_tapes(tapes, blocks, [hidden[name] for name in names])
         halved = [halved_gates(layer["W"], layer["b"]) for layer in phi[group]["lstm"]]
         sizes = {name: np.size(theta[name]) for name in names}
-        networks[group] = (sizes, blocks, tapes, halved)
+        served[group] = (sizes, blocks, tapes, halved)
 
     for s in range(steps):
         updates = {}
-        for group, (sizes, blocks, tapes, halved) in networks.items():
+        for group, (sizes, blocks, tapes, halved) in served.items():
             update = forward_step(
                 phi[group]["head"], halved, side_by_side(grads, sizes), blocks, tapes, s, config
             )
@@ -144,7 +144,7 @@ def fused_meta_gradient(
         gradients.append(grads)
 
     phi_grad, new_hidden = {}, {}
-    for group, (sizes, blocks, tapes, _) in networks.items():
+    for group, (sizes, blocks, tapes, _) in served.items():
         grad_columns = [side_by_side(grads, sizes) for grads in gradients]
         phi_grad[group] = backward_unroll(phi[group], grad_columns, weights, blocks, tapes, config)
         new_hidden |= end_state(tapes, sizes, steps, len(config.layers))
@@ -256,9 +256,7 @@ def backward_unroll(net: dict, grad_columns: list, weights, blocks, tapes, confi
     }
 
 
-def run_frozen(
-    phi: dict, instances: list, steps: int, groups: dict, config: OptimizerConfig, to_host
-) -> onp.ndarray:
+def run_frozen(phi: dict, instances: list, steps: int, m: LearnedOptimizer, to_host) -> onp.ndarray:
     """meta_train.run_optimizer on several instances at once, by the hand-written kernels:
     the losses f(θ_0), ..., f(θ_steps) of each instance (a row each) under the frozen φ.
 
@@ -267,14 +265,15 @@ def run_frozen(
     tensors that one network serves lie side by side, as one batch of blocks (the optimizer
     is coordinatewise: the instances do not interact).
     """
+    config = m.config
     if type(config.architecture) is not LSTM:
         raise ConfigError(f"{config.architecture.NAME} has no hand-written forward pass")
     thetas = [dict(instance.theta0) for instance in instances]
     evaluations = [value_and_gradient(instance) for instance in instances]
-    columns = network_columns(thetas[0], groups)
+    columns = network_columns(thetas[0], m.networks)
     input_size = PREPROCESSORS[config.preprocessing][1]
     width = max((4 * H for H in config.layers), default=1)
-    networks = {}
+    served = {}
     for group, names in columns.items():
         keys = [(i, name) for i in range(len(thetas)) for name in names]
         sizes = {key: np.size(thetas[key[0]][key[1]]) for key in keys}
@@ -283,7 +282,7 @@ def run_frozen(
         blocks = coordinate_blocks(n, width * like.dtype.itemsize, like)
         states = [frozen_state(like, input_size, config.layers, b.stop - b.start) for b in blocks]
         halved = [halved_gates(layer["W"], layer["b"]) for layer in phi[group]["lstm"]]
-        networks[group] = (sizes, blocks, states, halved)
+        served[group] = (sizes, blocks, states, halved)
     losses = onp.empty((len(instances), steps + 1))
     for t in range(steps + 1):
         grads = []
@@ -296,7 +295,7 @@ def run_frozen(
             grads.append(grad)
         if t == steps:
             break
-        for group, (sizes, blocks, states, halved) in networks.items():
+        for group, (sizes, blocks, states, halved) in served.items():
             flat = np.concatenate([np.reshape(grads[i][name], (-1,)) for i, name in sizes])
             update = frozen_step(phi[group]["head"], halved, flat, blocks, states, config)
             for (i, name), part in split(update, sizes).items():
@@ -304,14 +303,14 @@ def run_frozen(
     return losses
 
 
-def frozen_state(like, input_size: int, layers: tuple, m: int) -> list:
-    """One block's state for run_frozen, zero: per layer [x; h] (n_in + H, m), c (H, m), and
-    the cell's scratch arrays, the gates (4H, m) and tanh(c') (H, m)."""
+def frozen_state(like, input_size: int, layers: tuple, n: int) -> list:
+    """One block's state for run_frozen, zero: per layer [x; h] (n_in + H, n), c (H, n), and
+    the cell's scratch arrays, the gates (4H, n) and tanh(c') (H, n)."""
     state, n_in = [], input_size
     for H in layers:
         zeros = lambda *shape: onp.zeros_like(like, shape=shape)  # noqa: E731
-        state.append({"xh": zeros(n_in + H, m), "c": zeros(H, m), "gates": zeros(4 * H, m),
-                      "tanh_c": zeros(H, m)})  # fmt: skip
+        state.append({"xh": zeros(n_in + H, n), "c": zeros(H, n), "gates": zeros(4 * H, n),
+                      "tanh_c": zeros(H, n)})  # fmt: skip
         n_in = H
     return state
 

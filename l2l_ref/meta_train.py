@@ -19,7 +19,13 @@ from l2l_ref.checks import field_types
 from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import run_on_each
 from l2l_ref.fused import fused_meta_gradient
-from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_phi, start_hidden
+from l2l_ref.optimizer import (
+    LearnedOptimizer,
+    OptimizerConfig,
+    assign_networks,
+    init_phi,
+    start_hidden,
+)
 from l2l_ref.problems import (
     Instance,
     Problem,
@@ -111,9 +117,9 @@ META_INIT, META_STEP = BASELINES["Adam"]
 def meta_gradient_function(
     opt_config: OptimizerConfig, second_order: bool, workspace: dict | None = None
 ) -> Callable:
-    """meta_gradient(φ, θ, hidden, instance, t0, weights, groups, config) for training: the
-    hand-written first-order backward pass (l2l_ref.fused, keeping its tapes in `workspace`)
-    where the architecture's rule says so (its `hand_written`), else the traced definition
+    """meta_gradient(φ, θ, hidden, instance, t0, weights, m) for training: the hand-written
+    first-order backward pass (l2l_ref.fused, keeping its tapes in `workspace`) where the
+    architecture's rule says so (its `hand_written`), else the traced definition
     (unroll.meta_gradient)."""
     if opt_config.architecture.hand_written(opt_config, second_order):
         return partial(fused_meta_gradient, workspace=workspace)
@@ -124,42 +130,41 @@ def train_epoch(
     phi: dict,
     adam_state: dict,
     instance: Instance,
-    groups: dict,
-    opt_config: OptimizerConfig,
-    config: TrainConfig,
+    m: LearnedOptimizer,
+    protocol: TrainConfig,
     to_host: Callable,
     epoch: int = 1,
     workspace: dict | None = None,
 ) -> tuple:
-    """One optimizee run of config.steps steps, one meta-Adam step per unroll.
+    """One optimizee run of protocol.steps steps, one meta-Adam step per unroll.
 
     Returns φ, the Adam state, the meta-loss of each unroll and the final θ. `workspace`: a
     dict kept from one call to the next, where the fused backward pass keeps its tapes.
     """
-    theta, hidden = instance.theta0, start_hidden(instance.theta0, opt_config)
-    weights, losses = config.unroll_weights(), []
-    gradient = meta_gradient_function(opt_config, config.second_order, workspace)
+    theta, hidden = instance.theta0, start_hidden(instance.theta0, m.config)
+    weights, losses = protocol.unroll_weights(), []
+    gradient = meta_gradient_function(m.config, protocol.second_order, workspace)
     # overflow is caught below, by the check of every unroll's meta-loss
     with onp.errstate(all="ignore"):
-        for k in range(config.steps // config.unroll):
+        for k in range(protocol.steps // protocol.unroll):
             phi_grad, L, theta, hidden = gradient(
-                phi, theta, hidden, instance, k * config.unroll, weights, groups, opt_config
+                phi, theta, hidden, instance, k * protocol.unroll, weights, m
             )
             L = float(to_host(L))
             if not onp.isfinite(L):
                 raise NonFiniteMetaLoss(epoch, k + 1, L)
             losses.append(L)
             phi, adam_state = META_STEP(
-                phi, adam_state, lambda _, g=phi_grad: g, config.meta_lr_at(epoch)
+                phi, adam_state, lambda _, g=phi_grad: g, protocol.meta_lr_at(epoch)
             )
     return phi, adam_state, losses, theta
 
 
 def mean_final_loss(
-    phi: dict, instances: list, steps: int, groups: dict, config: OptimizerConfig, to_host: Callable
+    phi: dict, instances: list, steps: int, m: LearnedOptimizer, to_host: Callable
 ) -> float:
     """Mean over instances of f(θ_steps): the early-stopping criterion."""
-    return mean_final(run_on_each(phi, instances, steps, groups, config, to_host))
+    return mean_final(run_on_each(phi, instances, steps, m, to_host))
 
 
 @dataclass
@@ -189,7 +194,7 @@ class TrainState:
 def meta_train(
     problem: Problem,
     opt_config: OptimizerConfig,
-    config: TrainConfig,
+    protocol: TrainConfig,
     to_device: ToDevice = host_float64,
     to_host: Callable = onp.asarray,
     on_epoch: Callable | None = None,
@@ -205,17 +210,20 @@ def meta_train(
     on; on_state(state) with the TrainState after epoch 0 and every epoch, so that a caller can
     save it and continue later by passing it back as `state`.
     """
-    train_rng = rng_for(config.seed, "train", config.trial)
+    train_rng = rng_for(protocol.seed, "train", protocol.trial)
     validation = draw_problems(
-        problem, config.seed, "validation", config.validation_problems, to_device
+        problem, protocol.seed, "validation", protocol.validation_problems, to_device
     )
     groups = assign_networks(validation[0].theta0, problem, opt_config)
+    m = LearnedOptimizer(opt_config, groups)
 
     def validate(phi):
-        return mean_final_loss(phi, validation, config.steps, groups, opt_config, to_host)
+        return mean_final_loss(phi, validation, protocol.steps, m, to_host)
 
     if state is None:
-        phi = init_phi(rng_for(config.seed, "init", config.trial), groups, opt_config, to_device)
+        phi = init_phi(
+            rng_for(protocol.seed, "init", protocol.trial), groups, opt_config, to_device
+        )
         best = TrainResult(phi, 0, validate(phi), [], [], groups)
         best.validation.append((0, best.best_validation))
         state = TrainState(0, phi, META_INIT(phi), train_rng.bit_generator.state, best)
@@ -227,18 +235,18 @@ def meta_train(
         train_rng.bit_generator.state = state.train_rng
     phi, adam_state, best = state.phi, state.adam, state.result
     workspace = {}
-    for epoch in range(state.epoch + 1, config.epochs + 1):
+    for epoch in range(state.epoch + 1, protocol.epochs + 1):
         instance = problem.sample(train_rng, to_device, "train")
         try:
             phi, adam_state, losses, _ = train_epoch(
-                phi, adam_state, instance, groups, opt_config, config, to_host, epoch, workspace
+                phi, adam_state, instance, m, protocol, to_host, epoch, workspace
             )
         except NonFiniteMetaLoss as error:
             error.result = best  # what training had found until then
             raise
         best.meta_losses.append(float(onp.mean(losses)))
         score = None
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        if epoch % protocol.eval_every == 0 or epoch == protocol.epochs:
             score = validate(phi)
             best.validation.append((epoch, score))
             if score < best.best_validation:

@@ -14,7 +14,7 @@ from operator import add
 from autograd import grad, grad_and_aux
 from autograd.tracer import getval
 
-from l2l_ref.optimizer import OptimizerConfig, optimizer_step
+from l2l_ref.optimizer import LearnedOptimizer, optimizer_step
 from l2l_ref.problems import Instance
 from l2l_ref.tree import tree_map
 
@@ -26,13 +26,13 @@ def unroll(
     instance: Instance,
     t0: int,
     length: int,
-    groups: dict,
-    config: OptimizerConfig,
+    m: LearnedOptimizer,
     *,
     second_order: bool = False,
     on_step: Callable | None = None,
 ) -> tuple:
-    """Run `length` optimizee steps from θ_{t0} with the optimizer m (Eq. 1, Figure 2).
+    """Run `length` optimizee steps from θ_{t0} with the optimizer m and its φ (Eq. 1,
+    Figure 2).
 
     Returns the losses [f(θ_{t0}), ..., f(θ_{t0+length})], θ_{t0+length} and the hidden state.
     on_step(t, ∇_t, g_t, h_{t+1}, θ_{t+1}, f(θ_{t+1})), if given, sees the values of each step
@@ -43,7 +43,7 @@ def unroll(
     for t in range(t0, t0 + length):
         point = theta if second_order else tree_map(getval, theta)
         grads = gradient(point, t)
-        updates, hidden = optimizer_step(phi, grads, hidden, groups, config)
+        updates, hidden = optimizer_step(phi, grads, hidden, m)
         theta = tree_map(add, theta, updates)
         losses.append(instance.loss(theta, t + 1))
         if on_step:
@@ -71,8 +71,7 @@ def meta_gradient(
     instance: Instance,
     t0: int,
     weights: Sequence[float],
-    groups: dict,
-    config: OptimizerConfig,
+    m: LearnedOptimizer,
     *,
     second_order: bool = False,
     on_step: Callable | None = None,
@@ -91,8 +90,7 @@ def meta_gradient(
             instance,
             t0,
             len(weights) - 1,
-            groups,
-            config,
+            m,
             second_order=second_order,
             on_step=on_step,
         )

@@ -23,7 +23,13 @@ from autograd import grad
 from l2l_ref.architectures import LSTMGAC, NTMBFGS
 from l2l_ref.baselines import BASELINES, adam_init, adam_update
 from l2l_ref.files import npz_bytes, write_atomically
-from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_phi, start_hidden
+from l2l_ref.optimizer import (
+    LearnedOptimizer,
+    OptimizerConfig,
+    assign_networks,
+    init_phi,
+    start_hidden,
+)
 from l2l_ref.preprocessing import PREPROCESSORS
 from l2l_ref.problems import Instance, Problem, conv_net, mlp, quadratic, simple
 from l2l_ref.tree import flatten
@@ -553,8 +559,9 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
     adam = adam_init(phi)
     for k in range(case.unrolls):
         phi_grad, L, theta, hidden = meta_gradient(
-            phi, theta, hidden, instance, k * case.unroll, case.weights, groups,
-            case.optimizer, second_order=case.second_order, on_step=record,
+            phi, theta, hidden, instance, k * case.unroll, case.weights,
+            LearnedOptimizer(case.optimizer, groups), second_order=case.second_order,
+            on_step=record,
         )  # fmt: skip
         phi, adam = adam_update(phi, phi_grad, adam, case.meta_lr, **ADAM)
         add("meta_loss", L)

@@ -16,7 +16,7 @@ import numpy as onp
 from autograd import grad
 
 import l2l_ref
-from l2l_ref.optimizer import optimizer_step, start_hidden
+from l2l_ref.optimizer import LearnedOptimizer, optimizer_step, start_hidden
 from l2l_ref.problems import checked_sample
 from l2l_ref.streams import rng_for
 
@@ -51,7 +51,7 @@ def learned(path: str):
 
     def update(g_theta, hidden, theta):
         hidden = start_hidden(theta, config) if hidden is None else hidden
-        return optimizer_step(phi, g_theta, hidden, header["networks"], config)
+        return optimizer_step(phi, g_theta, hidden, LearnedOptimizer(config, header["networks"]))
 
     return update
 

@@ -77,7 +77,7 @@ def trace_trial(data_dir: str, seed: int, variant: str, epochs: int) -> None:
     from mnist_diagnosis import trace
 
     from l2l_ref import presets, run
-    from l2l_ref.optimizer import optimizer_step, start_hidden
+    from l2l_ref.optimizer import LearnedOptimizer, optimizer_step, start_hidden
     from l2l_ref.problems import checked_sample
     from l2l_ref.search import draw_trials
     from l2l_ref.streams import rng_for
@@ -97,7 +97,8 @@ def trace_trial(data_dir: str, seed: int, variant: str, epochs: int) -> None:
     def show(state):
         def update(g, hidden, theta):
             hidden = hidden if hidden is not None else start_hidden(theta, config)
-            return optimizer_step(state.phi, g, hidden, state.result.groups, config)
+            m = LearnedOptimizer(config, state.result.groups)
+            return optimizer_step(state.phi, g, hidden, m)
 
         rows = trace(update, instance, 100)[5:]
         moved = rows[:, 2] > 0

@@ -31,6 +31,7 @@ from l2l_ref.errors import ConfigError
 from l2l_ref.frozen import learned
 from l2l_ref.optimizer import (
     ARCHITECTURES,
+    LearnedOptimizer,
     OptimizerConfig,
     init_network,
     is_shape,
@@ -96,7 +97,7 @@ def test_phi_state_and_step_have_the_declared_shapes(architecture):
     phi, groups, grads, hidden = two_tensors(rng, config)
     for name, state in start_hidden(grads, config).items():  # a row per coordinate, zero
         assert all(len(leaf) == np.size(grads[name]) and not leaf.any() for leaf in leaves(state))
-    updates, new_hidden = optimizer_step(phi, grads, hidden, groups, config)
+    updates, new_hidden = optimizer_step(phi, grads, hidden, LearnedOptimizer(config, groups))
     for name in grads:
         assert updates[name].shape == np.shape(grads[name]) and updates[name].dtype == np.float64
         assert [x.shape for x in leaves(new_hidden[name])] == [
@@ -114,8 +115,10 @@ def test_permuting_the_coordinates_permutes_the_updates(architecture, seed):
     order = rng.permutation(6)
     permuted_grads = {"a": grads["a"].reshape(-1)[order].reshape(2, 3), "b": grads["b"]}
     permuted_hidden = {"a": tree_map(lambda x: x[order], hidden["a"]), "b": hidden["b"]}
-    updates, states = optimizer_step(phi, grads, hidden, groups, config)
-    moved, moved_states = optimizer_step(phi, permuted_grads, permuted_hidden, groups, config)
+    updates, states = optimizer_step(phi, grads, hidden, LearnedOptimizer(config, groups))
+    moved, moved_states = optimizer_step(
+        phi, permuted_grads, permuted_hidden, LearnedOptimizer(config, groups)
+    )
     np.testing.assert_allclose(moved["a"].reshape(-1), updates["a"].reshape(-1)[order], rtol=1e-12)
     np.testing.assert_allclose(moved["b"], updates["b"], rtol=1e-12)
     for leaf, moved_leaf in zip(leaves(states["a"]), leaves(moved_states["a"]), strict=True):
@@ -129,10 +132,10 @@ def test_coordinates_share_information_exactly_when_the_architecture_says(archit
     config = config_for(architecture)
     rng = np.random.default_rng(1)
     phi, groups, grads, hidden = two_tensors(rng, config)
-    updates, _ = optimizer_step(phi, grads, hidden, groups, config)
+    updates, _ = optimizer_step(phi, grads, hidden, LearnedOptimizer(config, groups))
     changed = {"a": grads["a"].copy(), "b": grads["b"]}
     changed["a"][0, 0] += 1.0
-    others, _ = optimizer_step(phi, changed, hidden, groups, config)
+    others, _ = optimizer_step(phi, changed, hidden, LearnedOptimizer(config, groups))
     unchanged = np.array_equal(others["a"].reshape(-1)[1:], updates["a"].reshape(-1)[1:])
     unchanged = unchanged and np.array_equal(others["b"], updates["b"])
     assert unchanged == ARCHITECTURES[architecture].COORDINATEWISE
@@ -163,21 +166,20 @@ def test_meta_gradient_matches_central_differences(architecture, second_order, c
     phi = {g: init_network(rng, config) for g in sorted(set(groups.values()))}
     instance = problem.instance()
     hidden = start_hidden(instance.theta0, config)
-    T = len(weights) - 1
+    T, m = len(weights) - 1, LearnedOptimizer(config, groups)
     recorded = []
-    unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config,
+    unroll(phi, instance.theta0, hidden, instance, 0, T, m,
            on_step=lambda t, g, *rest: recorded.append(g))  # fmt: skip
 
     def meta_loss(phi):
         if second_order:
-            losses, *_ = unroll(phi, instance.theta0, hidden, instance, 0, T, groups, config,
-                                 second_order=True)  # fmt: skip
+            losses, *_ = unroll(phi, instance.theta0, hidden, instance, 0, T, m, second_order=True)
         else:
             frozen = iter(recorded)
             losses = [instance.loss(instance.theta0, 0)]
             theta, state = instance.theta0, hidden
             for t in range(T):
-                updates, state = optimizer_step(phi, next(frozen), state, groups, config)
+                updates, state = optimizer_step(phi, next(frozen), state, m)
                 theta = {k: theta[k] + updates[k] for k in theta}
                 losses.append(instance.loss(theta, t + 1))
         return sum(w * float(f) for w, f in zip(weights, losses, strict=True))
@@ -185,9 +187,8 @@ def test_meta_gradient_matches_central_differences(architecture, second_order, c
     direction = tree_map(lambda p: np.random.default_rng(seed).standard_normal(p.shape), phi)
     fd = directional_fd(meta_loss, phi, direction)
     grad, *_ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, weights, groups, config,
-        second_order=second_order,
-    )  # fmt: skip
+        phi, instance.theta0, hidden, instance, 0, weights, m, second_order=second_order
+    )
     assert_close_directional(inner(grad, direction), fd)
 
 
@@ -211,10 +212,12 @@ def test_the_learned_optimizer_is_an_optimizer_of_the_baselines_kind(architectur
     config = config_for(architecture)
     problem = coupled_quadratic(rng, {"a": (2, 3), "b": (4,)}).instance()
     phi, groups = {"all": init_network(rng, config)}, {"a": "all", "b": "all"}
-    optimizer = learned(phi, groups, config)
+    optimizer = learned(phi, LearnedOptimizer(config, groups))
     by_loop = baselines.optimize(optimizer, None, problem, 12, np.asarray, traced=True)
     hidden = start_hidden(problem.theta0, config)
-    losses, _, _ = unroll(phi, problem.theta0, hidden, problem, 0, 12, groups, config)
+    losses, _, _ = unroll(
+        phi, problem.theta0, hidden, problem, 0, 12, LearnedOptimizer(config, groups)
+    )
     assert len(by_loop) == 13 and by_loop[-1] != by_loop[0]
     np.testing.assert_array_equal(by_loop, [float(x) for x in losses])
 

@@ -21,6 +21,7 @@ from l2l_ref.backends import BackendError, get_backend
 from l2l_ref.backends import numpy_backend as numpy_backend
 from l2l_ref.baselines import adam_init, adam_update
 from l2l_ref.meta_train import meta_gradient_function, start_hidden
+from l2l_ref.optimizer import LearnedOptimizer
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient
 from tests import strict_array
@@ -55,7 +56,9 @@ def one_meta_step(backend, case, second_order, traced=True):
         if traced
         else meta_gradient_function(config, second_order)
     )
-    grad, L, theta, _ = gradient(phi, instance.theta0, hidden, instance, 0, weights, groups, config)
+    grad, L, theta, _ = gradient(
+        phi, instance.theta0, hidden, instance, 0, weights, LearnedOptimizer(config, groups)
+    )
     stepped, _ = adam_update(phi, grad, adam_init(phi), 0.01)
     host = lambda tree: {k: backend.to_host(v) for k, v in flatten(tree).items()}  # noqa: E731
     return {"L": backend.to_host(L), **host({"grad": grad, "phi": stepped, "theta": theta})}
@@ -216,7 +219,7 @@ def test_image_problems_agree_with_numpy(device):
     batch norm, two optimizer networks): bit-identical on the stand-in and on NumPy, within
     the agreement tolerance on CuPy."""
     from l2l_ref.meta_train import TrainConfig, init_phi, train_epoch
-    from l2l_ref.optimizer import OptimizerConfig, assign_networks
+    from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig, assign_networks
     from l2l_ref.problems import conv_net, mlp
 
     rng = np.random.default_rng(0)
@@ -235,7 +238,12 @@ def test_image_problems_agree_with_numpy(device):
             groups = assign_networks(instance.theta0, problem, config)
             phi = init_phi(np.random.default_rng(2), groups, config, to_device)
             phi, _, losses, theta = train_epoch(
-                phi, adam_init(phi), instance, groups, config, train, backend.to_host
+                phi,
+                adam_init(phi),
+                instance,
+                LearnedOptimizer(config, groups),
+                train,
+                backend.to_host,
             )
             host = {k: backend.to_host(v) for k, v in flatten({"phi": phi, "theta": theta}).items()}
             outcome.append((losses, host))

@@ -22,7 +22,7 @@ from l2l_ref.architectures.lstm import lstm_cell, rows_backward, rows_forward
 from l2l_ref.backends import numpy_backend
 from l2l_ref.frozen import run_optimizer
 from l2l_ref.fused import fused_meta_gradient, run_frozen
-from l2l_ref.optimizer import OptimizerConfig, init_network
+from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig, init_network
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient
 from tests import strict_array
@@ -172,9 +172,12 @@ def both_gradients(case, t0, seed, backend):
     phi = tree_map(to_device, phi)
     instance = problem.instance(to_device)
     hidden = random_hidden(np.random.default_rng(seed), instance.theta0, config, to_device)
-    args = (phi, instance.theta0, hidden, instance, t0, weights, groups)
+    args = (phi, instance.theta0, hidden, instance, t0, weights)
     plain = dataclasses.replace(config, cell="plain")
-    return fused_meta_gradient(*args, config), meta_gradient(*args, plain)
+    return (
+        fused_meta_gradient(*args, LearnedOptimizer(config, groups)),
+        meta_gradient(*args, LearnedOptimizer(plain, groups)),
+    )
 
 
 def host_values(result, backend) -> dict:
@@ -209,7 +212,9 @@ def test_fused_meta_gradient_leaves_its_inputs_alone(case):
     instance = problem.instance()
     hidden = random_hidden(np.random.default_rng(0), instance.theta0, config, np.asarray)
     before = {k: v.copy() for k, v in flatten((phi, instance.theta0, hidden)).items()}
-    fused_meta_gradient(phi, instance.theta0, hidden, instance, 0, weights, groups, config)
+    fused_meta_gradient(
+        phi, instance.theta0, hidden, instance, 0, weights, LearnedOptimizer(config, groups)
+    )
     after = flatten((phi, instance.theta0, hidden))
     assert before.keys() == after.keys()
     for key, value in before.items():
@@ -226,7 +231,8 @@ def test_a_reused_workspace_changes_no_bit_and_shares_no_memory(case, seed):
     instance = problem.instance()
     rng = np.random.default_rng(seed)
     first, second = (random_hidden(rng, instance.theta0, config, np.asarray) for _ in range(2))
-    args = lambda hidden: (phi, instance.theta0, hidden, instance, 0, weights, groups, config)  # noqa: E731
+    m = LearnedOptimizer(config, groups)
+    args = lambda hidden: (phi, instance.theta0, hidden, instance, 0, weights, m)  # noqa: E731
     fresh = flatten(fused_meta_gradient(*args(first)))
     workspace = {}
     fused_meta_gradient(*args(second), workspace=workspace)
@@ -256,7 +262,13 @@ def test_the_fused_meta_gradient_is_the_same_bits_on_the_pool_and_in_one_thread(
     for threads in (True, False):
         with block_bytes(1024, threads):  # dozens of blocks
             result = fused_meta_gradient(
-                phi, instance.theta0, hidden, instance, 2, [0.5, 1.0, 1.0, 2.0], groups, config
+                phi,
+                instance.theta0,
+                hidden,
+                instance,
+                2,
+                [0.5, 1.0, 1.0, 2.0],
+                LearnedOptimizer(config, groups),
             )
         results.append(flatten(result))
     for key, value in results[0].items():
@@ -286,8 +298,11 @@ def test_frozen_runs_of_several_problems_agree_with_the_definition(
     instances = [p.instance(to_device) for p in problems]
     plain = dataclasses.replace(config, cell="plain")
     expected = np.stack(
-        [run_optimizer(phi, inst, steps, groups, plain, backend.to_host) for inst in instances]
+        [
+            run_optimizer(phi, inst, steps, LearnedOptimizer(plain, groups), backend.to_host)
+            for inst in instances
+        ]
     )
     with block_bytes(size):
-        found = run_frozen(phi, instances, steps, groups, config, backend.to_host)
+        found = run_frozen(phi, instances, steps, LearnedOptimizer(config, groups), backend.to_host)
     np.testing.assert_allclose(found, expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())

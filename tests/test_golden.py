@@ -15,7 +15,7 @@ import pytest
 from l2l_ref.backends import get_backend
 from l2l_ref.baselines import adam_init
 from l2l_ref.meta_train import TrainConfig, init_phi, start_hidden, train_epoch
-from l2l_ref.optimizer import OptimizerConfig, assign_networks
+from l2l_ref.optimizer import LearnedOptimizer, OptimizerConfig, assign_networks
 from l2l_ref.problems import simple
 from l2l_ref.streams import rng_for
 from l2l_ref.unroll import meta_gradient
@@ -33,7 +33,7 @@ def test_torch_golden_cost_and_x5(dtype, tolerance):
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
 
     phi, _, losses, theta = train_epoch(
-        phi, adam_init(phi), instance, groups, config, train, backend.to_host
+        phi, adam_init(phi), instance, LearnedOptimizer(config, groups), train, backend.to_host
     )
 
     x5 = float(theta["x"])
@@ -54,7 +54,7 @@ def test_torch_golden_first_meta_gradient():
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
     hidden = start_hidden(instance.theta0, config)
     phi_grad, L, _, _ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, (1.0,) * 6, groups, config
+        phi, instance.theta0, hidden, instance, 0, (1.0,) * 6, LearnedOptimizer(config, groups)
     )
     assert L == 6.0
     assert phi_grad["all"]["head"]["W"].item() == pytest.approx(60.0, rel=1e-12)

@@ -15,6 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from l2l_ref.meta_train import start_hidden
+from l2l_ref.optimizer import LearnedOptimizer
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, meta_loss, unroll
 from tests import numpy_reference as ref
@@ -25,7 +26,7 @@ def project_gradient(phi, groups, problem, config, weights, second_order=False):
     instance = problem.instance()
     hidden = start_hidden(instance.theta0, config)
     grad, L, _, _ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, weights, groups, config,
+        phi, instance.theta0, hidden, instance, 0, weights, LearnedOptimizer(config, groups),
         second_order=second_order,
     )  # fmt: skip
     return grad, L
@@ -99,8 +100,7 @@ def test_forward_values_match_second_implementation(case):
         instance,
         0,
         len(weights) - 1,
-        groups,
-        config,
+        LearnedOptimizer(config, groups),
     )
     L_ref, losses_ref, theta_ref, *_ = ref.run(phi, groups, problem, config, weights)
     np.testing.assert_allclose([float(f) for f in losses], losses_ref, rtol=1e-12, atol=1e-12)

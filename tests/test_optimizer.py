@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from l2l_ref.architectures.lstm import truncated_normal
 from l2l_ref.backends import get_backend
 from l2l_ref.meta_train import init_phi, start_hidden
-from l2l_ref.optimizer import OptimizerConfig, assign_networks, init_network, optimizer_step
+from l2l_ref.optimizer import (
+    LearnedOptimizer,
+    OptimizerConfig,
+    assign_networks,
+    init_network,
+    optimizer_step,
+)
 from l2l_ref.problems import quadratic
 from l2l_ref.streams import rng_for
 from l2l_ref.tree import flatten
@@ -50,7 +56,7 @@ def run_steps(phi, grads_per_step, config):
     hidden = start_hidden(grads_per_step[0], config)
     out = []
     for grads in grads_per_step:
-        updates, hidden = optimizer_step(phi, grads, hidden, groups, config)
+        updates, hidden = optimizer_step(phi, grads, hidden, LearnedOptimizer(config, groups))
         out.append(updates)
     return out
 
@@ -96,7 +102,13 @@ def test_every_lstm_parameter_gets_a_meta_gradient():
     phi = init_phi(rng_for(0, "init"), groups, config, to_device)
     hidden = start_hidden(instance.theta0, config)
     phi_grad, *_ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, (0.0,) + (1.0,) * 5, groups, config
+        phi,
+        instance.theta0,
+        hidden,
+        instance,
+        0,
+        (0.0,) + (1.0,) * 5,
+        LearnedOptimizer(config, groups),
     )
     for name, g in flatten(phi_grad).items():
         assert g.shape == flatten(phi)[name].shape
@@ -146,7 +158,7 @@ def test_parameter_groups_own_or_share_a_network(shared):
     assert sorted(phi) == (["all"] if shared else ["conv", "fc"])
     hidden = start_hidden(instance.theta0, config)
     phi_grad, *_ = meta_gradient(
-        phi, instance.theta0, hidden, instance, 0, (0.0, 1.0, 1.0), groups, config
+        phi, instance.theta0, hidden, instance, 0, (0.0, 1.0, 1.0), LearnedOptimizer(config, groups)
     )
     for network in phi:  # every network is used and learns
         assert all(np.any(g != 0) for g in flatten(phi_grad[network]).values())
@@ -154,9 +166,15 @@ def test_parameter_groups_own_or_share_a_network(shared):
         kernel_only = {"conv": phi["conv"]}
         grads = {"kernel": instance.theta0["kernel"]}
         updates, _ = optimizer_step(
-            kernel_only, grads, {"kernel": hidden["kernel"]}, {"kernel": "conv"}, config
+            kernel_only,
+            grads,
+            {"kernel": hidden["kernel"]},
+            LearnedOptimizer(config, {"kernel": "conv"}),
         )
         full, _ = optimizer_step(
-            phi, {**grads, "bias": instance.theta0["bias"]}, hidden, groups, config
+            phi,
+            {**grads, "bias": instance.theta0["bias"]},
+            hidden,
+            LearnedOptimizer(config, groups),
         )
         np.testing.assert_array_equal(updates["kernel"], full["kernel"])

@@ -6,6 +6,7 @@ from autograd.tracer import isbox
 from hypothesis import assume, given, settings
 
 from l2l_ref.meta_train import start_hidden
+from l2l_ref.optimizer import LearnedOptimizer
 from l2l_ref.tree import flatten, tree_map
 from l2l_ref.unroll import meta_gradient, unroll
 from tests import numpy_reference as ref
@@ -15,7 +16,13 @@ from tests.strategies import REFERENCE_ARCHITECTURES, setups
 def first_unroll(phi, groups, problem, config, T):
     instance = problem.instance()
     _, theta, hidden = unroll(
-        phi, instance.theta0, start_hidden(instance.theta0, config), instance, 0, T, groups, config
+        phi,
+        instance.theta0,
+        start_hidden(instance.theta0, config),
+        instance,
+        0,
+        T,
+        LearnedOptimizer(config, groups),
     )
     return instance, theta, hidden
 
@@ -26,7 +33,9 @@ def test_two_unrolls_carry_the_values_of_one_long_run(case):
     phi, groups, problem, config, weights = case
     T = len(weights) - 1
     instance, theta, hidden = first_unroll(phi, groups, problem, config, T)
-    _, L2, theta2, hidden2 = meta_gradient(phi, theta, hidden, instance, T, weights, groups, config)
+    _, L2, theta2, hidden2 = meta_gradient(
+        phi, theta, hidden, instance, T, weights, LearnedOptimizer(config, groups)
+    )
 
     long_losses, long_theta, long_hidden = unroll(
         phi,
@@ -35,8 +44,7 @@ def test_two_unrolls_carry_the_values_of_one_long_run(case):
         instance,
         0,
         2 * T,
-        groups,
-        config,
+        LearnedOptimizer(config, groups),
     )
     carried, expected = flatten((theta2, hidden2)), flatten((long_theta, long_hidden))
     assert carried.keys() == expected.keys()
@@ -57,7 +65,14 @@ def test_no_gradient_crosses_the_cut(case):
     T = len(weights) - 1
     instance, theta, hidden = first_unroll(phi, groups, problem, config, T)
     grad, *_ = meta_gradient(
-        phi, theta, hidden, instance, T, weights, groups, config, second_order=True
+        phi,
+        theta,
+        hidden,
+        instance,
+        T,
+        weights,
+        LearnedOptimizer(config, groups),
+        second_order=True,
     )
 
     def frozen_carry(p):
