@@ -83,38 +83,60 @@ def registries_restored(monkeypatch):
     ARCHITECTURES.update(architectures)
 
 
+def run_blocks(page_blocks: list, where: str) -> dict:
+    """Run `page_blocks` as the page's rules say (the module's docstring), in one namespace;
+    how many blocks of each kind ran."""
+    namespace: dict = {}
+    printed = None  # what the last python block printed, until a text block claims it
+    ran = {"python": 0, "sh": 0, "text": 0}
+    for number, (lang, code) in enumerate(page_blocks):
+        here = f"block {number} of {where}"
+        if lang == "python" and QUOTE.match(code):
+            continue
+        if lang == "python":
+            output = io.StringIO()
+            with contextlib.redirect_stdout(output):
+                exec(compile(code, here, "exec"), namespace)
+            printed = output.getvalue()
+        elif lang == "text":
+            assert printed is not None, f"{here}: a text block that follows no python block"
+            assert same_up_to_rounding(printed, code), (
+                f"{here}: the page shows\n{code}\nthe code printed\n{printed}"
+            )
+            printed = None
+        elif lang == "sh":
+            for line in filter(None, code.splitlines()):
+                result = subprocess.run(command(line), capture_output=True, text=True)
+                assert result.returncode == 0, f"{here}: {line}\n{result.stderr[-2000:]}"
+        else:
+            raise AssertionError(f"{here}: no rule to run a {lang} block")
+        ran[lang] += 1
+    return ran
+
+
 @pytest.mark.slow
 def test_every_block_runs_and_prints_what_the_page_shows(
     tmp_path, monkeypatch, registries_restored
 ):
     monkeypatch.chdir(tmp_path)
     write_candidate(ROOT / "l2l_ref" / "reference_vectors", tmp_path / "my-candidate")
-    namespace: dict = {}
-    printed = None  # what the last python block printed, until a text block claims it
-    ran = {"python": 0, "sh": 0, "text": 0}
-    for number, (lang, code) in enumerate(blocks()):
-        where = f"block {number} of {PAGE.name}"
-        if lang == "python" and QUOTE.match(code):
-            continue
-        if lang == "python":
-            output = io.StringIO()
-            with contextlib.redirect_stdout(output):
-                exec(compile(code, where, "exec"), namespace)
-            printed = output.getvalue()
-        elif lang == "text":
-            assert printed is not None, f"{where}: a text block that follows no python block"
-            assert same_up_to_rounding(printed, code), (
-                f"{where}: the page shows\n{code}\nthe code printed\n{printed}"
-            )
-            printed = None
-        elif lang == "sh":
-            for line in filter(None, code.splitlines()):
-                result = subprocess.run(command(line), capture_output=True, text=True)
-                assert result.returncode == 0, f"{where}: {line}\n{result.stderr[-2000:]}"
-        else:
-            raise AssertionError(f"{where}: no rule to run a {lang} block")
-        ran[lang] += 1
+    ran = run_blocks(blocks(), PAGE.name)
     assert ran["python"] >= 5 and ran["text"] >= 4 and ran["sh"] >= 4, ran
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("title", ["10. A problem of your own", "11. An architecture of your own"])
+def test_the_sections_on_your_own_run_on_their_own(
+    title, tmp_path, monkeypatch, registries_restored
+):
+    """The sections that show how to add a problem and an architecture are whole programs: each
+    runs, and prints what the page shows, with nothing from the sections before it."""
+    monkeypatch.chdir(tmp_path)
+    text = PAGE.read_text()
+    start = text.index(f"## {title}")
+    end = text.index("\n## ", start + 1)
+    ran = run_blocks(FENCE.findall(text[start:end]), f"section {title}")
+    assert ran["python"] >= 2 and ran["text"] >= 1, ran
 
 
 def test_figures_shown_are_drawn_by_the_page_and_committed():
