@@ -59,7 +59,7 @@ def mlp_loss(data: dict, layers: int):
     return loss
 
 
-def make_meta_step(loss, groups: dict, config: dict, steps: int, lr: float):
+def make_meta_step(loss, networks: dict, config: dict, steps: int, lr: float):
     """The jitted meta-step: (φ, Adam's m, v, step count, θ_0) → (φ', m', v', count', L)."""
     name, p, scale, units = (config[k] for k in ("preprocessing", "param", "scale", "layers"))
 
@@ -74,7 +74,7 @@ def make_meta_step(loss, groups: dict, config: dict, steps: int, lr: float):
             grads = jax.lax.stop_gradient(grads)
             new_theta, new_hidden = {}, {}
             for k, g in grads.items():
-                net = phi[groups[k]]
+                net = phi[networks[k]]
                 x = preprocess(g.reshape(-1, 1), name, p)
                 states = []
                 for layer, (h, c) in zip(net["lstm"], hidden[k], strict=True):
@@ -120,6 +120,6 @@ def peer(setup, dtype: str):
         "preprocessing": config.preprocessing, "param": config.preprocessing_param,
         "scale": config.output_scale, "layers": config.layers,
     }  # fmt: skip
-    step = make_meta_step(loss, setup.groups, settings, setup.train.unroll, setup.train.meta_lr)
+    step = make_meta_step(loss, setup.networks, settings, setup.train.unroll, setup.train.meta_lr)
     zeros = jax.tree.map(jnp.zeros_like, phi)
     return (phi, zeros, zeros, jnp.asarray(0, dtype), theta0), step

@@ -63,7 +63,7 @@ class Setup:
     instance: Instance
     phi: dict
     hidden: dict
-    groups: dict
+    networks: dict
     config: OptimizerConfig
     train: TrainConfig
     backend: object
@@ -91,11 +91,11 @@ def setup(
     rng = onp.random.default_rng(seed)
     instance = problem.sample(rng, to_device)
     config = config or OptimizerConfig()
-    groups = assign_networks(instance.theta0, problem, config)
-    phi = init_phi(rng, groups, config, to_device)
+    networks = assign_networks(instance.theta0, problem, config)
+    phi = init_phi(rng, networks, config, to_device)
     hidden = start_hidden(instance.theta0, config)
     train = TrainConfig(epochs=1, steps=unroll, unroll=unroll)
-    return Setup(instance, phi, hidden, groups, config, train, backend)
+    return Setup(instance, phi, hidden, networks, config, train, backend)
 
 
 def one_meta_step(
@@ -117,7 +117,7 @@ def setup_step(s: Setup, dtype: str):
     def step():
         with subnormals_flushed(dtype == "float32"), one_blas_thread():
             return train_epoch(
-                s.phi, state, s.instance, LearnedOptimizer(s.config, s.groups), s.train,
+                s.phi, state, s.instance, LearnedOptimizer(s.config, s.networks), s.train,
                 s.backend.to_host,
                 workspace=workspace,
             )  # fmt: skip

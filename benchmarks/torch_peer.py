@@ -46,7 +46,7 @@ def torch_meta_loss(nets: dict, theta0: dict, f, s: Setup):
         grads = torch.autograd.grad(f(point, t), list(point.values()))
         new_theta = {}
         for (name, x), grad in zip(theta.items(), grads, strict=True):
-            cells, head = nets[s.groups[name]]
+            cells, head = nets[s.networks[name]]
             column = grad.reshape(-1, 1)
             inputs = preprocess(column, config.preprocessing, config.preprocessing_param)
             states = []

@@ -135,7 +135,7 @@ def main() -> int:
     trained = time.perf_counter() - start
     phi = search.phi_of(outcome["phi"], spec)
     start = time.perf_counter()
-    run.compare(spec, phi, outcome["groups"])
+    run.compare(spec, phi, outcome["networks"])
     compared = time.perf_counter() - start
     other = trained + compared - sum(clock.own.values())
 

@@ -67,7 +67,7 @@ def agreement(case: str, dtype: str) -> dict:
     with subnormals_flushed(dtype == "float32"):
         phi_grad, L, _, _ = meta_gradient(
             s.phi, s.instance.theta0, s.hidden, s.instance, 0,
-            s.train.unroll_weights(), LearnedOptimizer(s.config, s.groups),
+            s.train.unroll_weights(), LearnedOptimizer(s.config, s.networks),
         )  # fmt: skip
     expected = flatten(phi_grad)
     torch_L, torch_grad = torch_gradient(s, dtype)

@@ -82,26 +82,27 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
                 f"version {VERSION} (earlier checkpoints lack the tensor → network assignment)"
             )
         config = OptimizerConfig.from_record(header["optimizer"])
-        groups, networks = header["groups"], header["networks"]
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise TypeError(f"groups is {groups!r}, not a list of names")
-        if not isinstance(networks, dict) or not set(networks.values()) <= set(groups):
-            raise TypeError(f"networks is {networks!r}, not tensors mapped to {groups}")
+        # "groups": the names of φ's networks; "networks": which of them serves each tensor
+        names, networks = header["groups"], header["networks"]
+        if not isinstance(names, list) or not all(isinstance(g, str) for g in names):
+            raise TypeError(f"groups is {names!r}, not a list of names")
+        if not isinstance(networks, dict) or not set(networks.values()) <= set(names):
+            raise TypeError(f"networks is {networks!r}, not tensors mapped to {names}")
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path}: bad metadata ({error})") from None
 
-    return read_phi(arrays, "phi/", config, groups, path), config, header
+    return read_phi(arrays, "phi/", config, names, path), config, header
 
 
-def read_phi(arrays: dict, prefix: str, config: OptimizerConfig, groups, path) -> dict:
-    """φ from the arrays under `prefix`, one network per group of `config`'s shapes; refuses
+def read_phi(arrays: dict, prefix: str, config: OptimizerConfig, names, path) -> dict:
+    """φ from the arrays under `prefix`, one network of `config`'s shapes per name; refuses
     missing or unexpected arrays, other shapes or dtypes, and non-finite values (a
     configuration of any size costs nothing here: only the file's arrays are held)."""
     shapes = {
-        f"{prefix}{group}/{key}": shape
-        for group in groups
+        f"{prefix}{name}/{key}": shape
+        for name in names
         for key, shape in flatten(network_shapes(config), is_leaf=is_shape).items()
     }
     given = {k for k in arrays if k.startswith(prefix)}
@@ -119,6 +120,4 @@ def read_phi(arrays: dict, prefix: str, config: OptimizerConfig, groups, path) -
         if not onp.all(onp.isfinite(value)):
             raise CheckpointError(f"{path}: {key} holds non-finite values")
     flat = {key.removeprefix(prefix): arrays[key] for key in shapes}
-    return {
-        group: unflatten_like(network_shapes(config), flat, group, is_shape) for group in groups
-    }
+    return {name: unflatten_like(network_shapes(config), flat, name, is_shape) for name in names}

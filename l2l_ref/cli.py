@@ -463,7 +463,7 @@ def resume_command(args) -> int:
             raise UsageError(f"{out}: the run finished (results.json); nothing to resume")
         problem = spec.make_problem()
         tensors = problem.sample(onp.random.default_rng(0), onp.asarray, "train").theta0
-        folder.check_groups(
+        folder.check_networks(
             out, metadata["groups"], assign_networks(tensors, problem, spec.optimizer)
         )
         state = folder.restore(parts, metadata, spec.transfers(spec.trained_in)[0])
@@ -478,7 +478,7 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
 
     def on_best(best):
         metadata = run.checkpoint_metadata(run.document(spec, problem, training=best))
-        checkpoint.save(path, tree_map(to_host, best.phi), best.groups, spec.optimizer, metadata)
+        checkpoint.save(path, tree_map(to_host, best.phi), best.networks, spec.optimizer, metadata)
 
     if state is not None:  # the best φ of the state, whatever a kill left of the checkpoint
         on_best(state.result)
@@ -521,7 +521,7 @@ def train_in(out: Path, spec: run.RunSpec, problem, state=None) -> int:
             "the untrained φ of epoch 0",
             file=sys.stderr,
         )
-    results = run.compare(spec, checkpoint.load(path)[0], result.groups, problem)
+    results = run.compare(spec, checkpoint.load(path)[0], result.networks, problem)
     document = run.document(spec, problem, results, result)
     print(
         table(results, heading(document), optimizer_name(document["optimizer"]))

@@ -101,13 +101,13 @@ def _paired(baseline: onp.ndarray, learned: onp.ndarray) -> dict:
 
 
 def serving_networks(
-    groups: dict, tensors: list, problem: Problem, config: OptimizerConfig, phi: dict
+    networks: dict, tensors: list, problem: Problem, config: OptimizerConfig, phi: dict
 ) -> dict:
     """Which of φ's networks serves each tensor of the optimizee evaluated: the saved
     assignment where it names the tensor, the training rule (assign_networks) for the tensors
     of another net (--hidden 20,20 adds W2 and b2)."""
-    served = {n: groups[n] for n in tensors if n in groups}
-    served |= assign_networks([n for n in tensors if n not in groups], problem, config)
+    served = {n: networks[n] for n in tensors if n in networks}
+    served |= assign_networks([n for n in tensors if n not in networks], problem, config)
     missing = sorted({network for network in served.values() if network not in phi})
     if missing:
         raise ConfigError(
@@ -120,7 +120,7 @@ def serving_networks(
 def evaluate(
     problem: Problem,
     phi: dict,
-    groups: dict,
+    networks: dict,
     config: OptimizerConfig,
     *,
     steps: int = 100,
@@ -138,7 +138,7 @@ def evaluate(
         raise ConfigError("need at least 2 test problems for a standard error")
     validation = draw_problems(problem, seed, "validation", validation_problems, to_device)
     test = draw_problems(problem, seed, "test", test_problems, to_device)
-    served = serving_networks(groups, list(test[0].theta0), problem, config, phi)
+    served = serving_networks(networks, list(test[0].theta0), problem, config, phi)
     with onp.errstate(all="ignore"):
         learned = run_on_each(phi, test, steps, LearnedOptimizer(config, served), to_host)
         results = {LEARNED: summarize(learned)}

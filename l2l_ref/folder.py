@@ -91,7 +91,7 @@ def save_state(folder: Path, state: TrainState, spec: RunSpec, to_host) -> None:
         "best_validation": _number(result.best_validation),
         "meta_losses": result.meta_losses,
         "validation": [[epoch, _number(loss)] for epoch, loss in result.validation],
-        "groups": result.groups,
+        "groups": result.networks,  # the tensor → network map
         "machine": machine(),
     }
     arrays["metadata"] = onp.array(json.dumps(metadata, allow_nan=False))
@@ -116,12 +116,12 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
             raise ValueError(f"{FORMAT} version {metadata.get('version')!r}, not {VERSION}")
         spec = RunSpec.from_dict(checks.mapping(metadata["run"], "run"))
         check_state(metadata, spec)
-        groups = metadata["groups"]
+        served = metadata["groups"]
     except KeyError as error:
         raise CheckpointError(f"{path}: bad state (no {error})") from None
     except (TypeError, ValueError, AttributeError, L2LError) as error:
         raise CheckpointError(f"{path}: bad state ({error})") from None
-    networks = sorted(set(groups.values()))
+    networks = sorted(set(served.values()))
     parts = {
         part: read_phi(arrays, f"{part}/", spec.optimizer, networks, path)
         for part in ("phi", "adam/m", "adam/v", "best")
@@ -131,11 +131,12 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
     return spec, parts, metadata
 
 
-def check_groups(folder: Path, groups: dict, expected: dict) -> None:
-    """A state's tensor → network map is the one its run's problem and optimizer give."""
-    if groups != expected:
+def check_networks(folder: Path, networks: dict, expected: dict) -> None:
+    """A state's tensor → network map (its "groups") is the one its run's problem and
+    optimizer give."""
+    if networks != expected:
         raise CheckpointError(
-            f"{Path(folder) / STATE}: bad state (groups {groups} are not this run's {expected})"
+            f"{Path(folder) / STATE}: bad state (groups {networks} are not this run's {expected})"
         )
 
 

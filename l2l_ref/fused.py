@@ -39,11 +39,11 @@ from l2l_ref.problems import Instance, value_and_gradient
 from l2l_ref.unroll import meta_loss
 
 
-def network_columns(theta: dict, groups: dict) -> dict:
+def network_columns(theta: dict, networks: dict) -> dict:
     """{network: the names of the tensors it serves, in θ's order}."""
     columns = {}
     for name in theta:
-        columns.setdefault(groups[name], []).append(name)
+        columns.setdefault(networks[name], []).append(name)
     return columns
 
 

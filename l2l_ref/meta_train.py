@@ -176,7 +176,7 @@ class TrainResult:
     best_validation: float
     meta_losses: list  # mean meta-loss of each epoch
     validation: list  # (epoch, mean final validation loss)
-    groups: dict  # optimizee tensor -> the network of φ that serves it
+    networks: dict  # optimizee tensor -> the network of φ that serves it
 
 
 @dataclass
@@ -214,17 +214,17 @@ def meta_train(
     validation = draw_problems(
         problem, protocol.seed, "validation", protocol.validation_problems, to_device
     )
-    groups = assign_networks(validation[0].theta0, problem, opt_config)
-    m = LearnedOptimizer(opt_config, groups)
+    networks = assign_networks(validation[0].theta0, problem, opt_config)
+    m = LearnedOptimizer(opt_config, networks)
 
     def validate(phi):
         return mean_final_loss(phi, validation, protocol.steps, m, to_host)
 
     if state is None:
         phi = init_phi(
-            rng_for(protocol.seed, "init", protocol.trial), groups, opt_config, to_device
+            rng_for(protocol.seed, "init", protocol.trial), networks, opt_config, to_device
         )
-        best = TrainResult(phi, 0, validate(phi), [], [], groups)
+        best = TrainResult(phi, 0, validate(phi), [], [], networks)
         best.validation.append((0, best.best_validation))
         state = TrainState(0, phi, META_INIT(phi), train_rng.bit_generator.state, best)
         if on_state:  # first: a caller's saved best φ then always has a state to go with it

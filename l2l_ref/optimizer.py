@@ -38,11 +38,12 @@ def init_network(rng: onp.random.Generator, config: OptimizerConfig) -> dict:
     return config.architecture.init_network(rng, config)
 
 
-def init_phi(rng: onp.random.Generator, groups: dict, config: OptimizerConfig, to_device) -> dict:
-    """φ: one freshly initialised network per parameter group, in sorted group order."""
+def init_phi(rng: onp.random.Generator, networks: dict, config: OptimizerConfig, to_device) -> dict:
+    """φ: one freshly initialised network for each network `networks` (tensor → network)
+    names, in sorted order."""
     return {
-        group: tree_map(to_device, init_network(rng, config))
-        for group in sorted(set(groups.values()))
+        network: tree_map(to_device, init_network(rng, config))
+        for network in sorted(set(networks.values()))
     }
 
 

@@ -268,7 +268,7 @@ def check_memory(spec: RunSpec, problem: Problem) -> None:
 def compare(
     spec: RunSpec,
     phi_host: dict,
-    groups: dict,
+    networks: dict,
     problem: Problem | None = None,
     steps: int | None = None,
     seed: int | None = None,
@@ -278,7 +278,7 @@ def compare(
     phi = tree_map(to_device, phi_host)
     with subnormals_flushed(spec.dtype == "float32"), one_blas_thread():
         return evaluate(
-            problem or spec.make_problem(), phi, groups, spec.optimizer,
+            problem or spec.make_problem(), phi, networks, spec.optimizer,
             steps=steps or spec.train.steps, test_problems=spec.test_problems,
             validation_problems=spec.train.validation_problems,
             seed=spec.train.seed if seed is None else seed, to_device=to_device,

@@ -120,16 +120,16 @@ def _train_trial(spec: RunSpec, place: Path | None) -> dict:
     document = run.document(spec, problem, training=result)
     return {
         "phi": {key: onp.asarray(value) for key, value in phi.items()},
-        "groups": result.groups,
+        "networks": result.networks,
         "document": document | ({"diverged": diverged} if diverged else {}),
         "seconds": time.perf_counter() - start,
     }
 
 
-def compare_selected(spec: dict, phi: dict, groups: dict) -> tuple[dict, dict]:
+def compare_selected(spec: dict, phi: dict, networks: dict) -> tuple[dict, dict]:
     """The selected trial's optimizer against the tuned baselines on the seed's test problems
     (in a worker), and the machine that compared them."""
-    return run.compare(RunSpec.from_dict(spec), phi, groups), machine()
+    return run.compare(RunSpec.from_dict(spec), phi, networks), machine()
 
 
 def _start_worker(threads: int, problems: dict) -> None:
@@ -292,7 +292,7 @@ class Search:
         document = outcome["document"]
         spec = self.spec(trial)
         checkpoint.save(
-            folder / "checkpoint.npz", phi_of(outcome["phi"], spec), outcome["groups"],
+            folder / "checkpoint.npz", phi_of(outcome["phi"], spec), outcome["networks"],
             spec.optimizer, run.checkpoint_metadata(document),
         )  # fmt: skip
         write_json(folder / "results.json", document)
@@ -377,9 +377,9 @@ def read_record(path: Path) -> dict:
 
 def phi_of(flat: dict, spec: RunSpec) -> dict:
     """φ from its flattened arrays ('all/lstm/0/W': …), in the structure of spec's networks."""
-    groups = {key.split("/")[0] for key in flat}
+    names = {key.split("/")[0] for key in flat}
     template = network_shapes(spec.optimizer)
-    return {g: unflatten_like(template, flat, g, is_shape) for g in sorted(groups)}
+    return {g: unflatten_like(template, flat, g, is_shape) for g in sorted(names)}
 
 
 def worker_died(error: BaseException, pool: Executor) -> bool:

@@ -530,8 +530,8 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
     """Inputs and expected float64 stages of one meta case (keys as docs/vectors.md lists
     them)."""
     instance, rng = _sample(case)
-    groups = assign_networks(instance.theta0, case.problem, case.optimizer)
-    phi = init_phi(rng, groups, case.optimizer, _host)
+    networks = assign_networks(instance.theta0, case.problem, case.optimizer)
+    phi = init_phi(rng, networks, case.optimizer, _host)
     preprocess, _ = PREPROCESSORS[case.optimizer.preprocessing]
 
     arrays = {f"input/phi/{k}": v for k, v in flatten(phi).items()}
@@ -560,7 +560,7 @@ def compute(case: Case) -> dict[str, onp.ndarray]:
     for k in range(case.unrolls):
         phi_grad, L, theta, hidden = meta_gradient(
             phi, theta, hidden, instance, k * case.unroll, case.weights,
-            LearnedOptimizer(case.optimizer, groups), second_order=case.second_order,
+            LearnedOptimizer(case.optimizer, networks), second_order=case.second_order,
             on_step=record,
         )  # fmt: skip
         phi, adam = adam_update(phi, phi_grad, adam, case.meta_lr, **ADAM)

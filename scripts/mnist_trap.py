@@ -97,7 +97,7 @@ def trace_trial(data_dir: str, seed: int, variant: str, epochs: int) -> None:
     def show(state):
         def update(g, hidden, theta):
             hidden = hidden if hidden is not None else start_hidden(theta, config)
-            m = LearnedOptimizer(config, state.result.groups)
+            m = LearnedOptimizer(config, state.result.networks)
             return optimizer_step(state.phi, g, hidden, m)
 
         rows = trace(update, instance, 100)[5:]
