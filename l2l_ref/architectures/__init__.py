@@ -10,7 +10,7 @@ results files; tests/test_architectures.py holds every registered architecture t
 checkpoints, settings, the memory estimate).
 """
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 from l2l_ref.architectures.architecture import Architecture, between, setting
 from l2l_ref.architectures.lstm import LSTM
@@ -80,8 +80,9 @@ def current_record(record: dict) -> dict:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """Architecture of m: which one, its LSTM layer sizes, the input preprocessing, the output
-    scale, the initialisation."""
+    """The learned optimizer m apart from φ and the optimizee: its architecture (an instance,
+    with its own settings), the LSTM layer sizes, the input preprocessing, the output scale,
+    the initialisation, the cell."""
 
     layers: tuple[int, ...] = (20, 20)
     preprocessing: str = "identity"  # a key of PREPROCESSORS
@@ -144,10 +145,6 @@ class OptimizerConfig:
         if not isinstance(architecture, str):
             raise ConfigError(f"architecture must be a string, not {architecture!r}")
         return cls(**common, architecture=make(architecture, own))
-
-    def with_settings(self, **settings) -> "OptimizerConfig":
-        """This configuration with other settings of its architecture."""
-        return replace(self, architecture=replace(self.architecture, **settings))
 
     @property
     def input_size(self) -> int:
