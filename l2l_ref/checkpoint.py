@@ -55,7 +55,6 @@ def save(
         "format": FORMAT,
         "version": VERSION,
         "optimizer": optimizer.record(),
-        "groups": sorted(phi_host),
         "networks": networks,
         "machine": machine(),
         **metadata,
@@ -82,12 +81,16 @@ def load(path: Path) -> tuple[dict, OptimizerConfig, dict]:
                 f"version {VERSION} (earlier checkpoints lack the tensor → network assignment)"
             )
         config = OptimizerConfig.from_record(header["optimizer"])
-        # "groups": the names of φ's networks; "networks": which of them serves each tensor
-        names, networks = header["groups"], header["networks"]
-        if not isinstance(names, list) or not all(isinstance(g, str) for g in names):
-            raise TypeError(f"groups is {names!r}, not a list of names")
-        if not isinstance(networks, dict) or not set(networks.values()) <= set(names):
-            raise TypeError(f"networks is {networks!r}, not tensors mapped to {names}")
+        networks = header["networks"]  # which of φ's networks serves each tensor
+        if not isinstance(networks, dict) or not all(isinstance(n, str) for n in networks.values()):
+            raise TypeError(f"networks is {networks!r}, not tensors mapped to network names")
+        names = sorted(set(networks.values()))
+        if "groups" in header:  # checkpoints written before 2026-12-07 list φ's networks too
+            names = header["groups"]
+            if not isinstance(names, list) or not all(isinstance(g, str) for g in names):
+                raise TypeError(f"groups is {names!r}, not a list of names")
+            if not set(networks.values()) <= set(names):
+                raise TypeError(f"networks is {networks!r}, not tensors mapped to {names}")
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:

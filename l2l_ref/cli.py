@@ -464,7 +464,7 @@ def resume_command(args) -> int:
         problem = spec.make_problem()
         tensors = problem.sample(onp.random.default_rng(0), onp.asarray, "train").theta0
         folder.check_networks(
-            out, metadata["groups"], assign_networks(tensors, problem, spec.optimizer)
+            out, folder.networks_of(metadata), assign_networks(tensors, problem, spec.optimizer)
         )
         state = folder.restore(parts, metadata, spec.transfers(spec.trained_in)[0])
         return train_in(out, spec, problem, state)

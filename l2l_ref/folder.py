@@ -91,7 +91,7 @@ def save_state(folder: Path, state: TrainState, spec: RunSpec, to_host) -> None:
         "best_validation": _number(result.best_validation),
         "meta_losses": result.meta_losses,
         "validation": [[epoch, _number(loss)] for epoch, loss in result.validation],
-        "groups": result.networks,  # the tensor → network map
+        "networks": result.networks,
         "machine": machine(),
     }
     arrays["metadata"] = onp.array(json.dumps(metadata, allow_nan=False))
@@ -116,7 +116,7 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
             raise ValueError(f"{FORMAT} version {metadata.get('version')!r}, not {VERSION}")
         spec = RunSpec.from_dict(checks.mapping(metadata["run"], "run"))
         check_state(metadata, spec)
-        served = metadata["groups"]
+        served = networks_of(metadata)
     except KeyError as error:
         raise CheckpointError(f"{path}: bad state (no {error})") from None
     except (TypeError, ValueError, AttributeError, L2LError) as error:
@@ -131,12 +131,19 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
     return spec, parts, metadata
 
 
+def networks_of(metadata: dict) -> dict:
+    """A state's tensor → network map: its "networks" ("groups" in states written before
+    2026-12-07)."""
+    if "networks" not in metadata and "groups" in metadata:
+        return metadata["groups"]
+    return metadata["networks"]
+
+
 def check_networks(folder: Path, networks: dict, expected: dict) -> None:
-    """A state's tensor → network map (its "groups") is the one its run's problem and
-    optimizer give."""
+    """A state's tensor → network map is the one its run's problem and optimizer give."""
     if networks != expected:
         raise CheckpointError(
-            f"{Path(folder) / STATE}: bad state (groups {networks} are not this run's {expected})"
+            f"{Path(folder) / STATE}: bad state (networks {networks} are not this run's {expected})"
         )
 
 
@@ -170,8 +177,8 @@ def check_state(metadata: dict, spec: RunSpec) -> None:
     scores = {at: _loss(loss, "") for at, loss in validation}
     if scores.get(best) != score or score > min(scores.values()):
         raise ValueError(f"best_epoch {best} is not the best validation {min(scores.values())}")
-    if not checks.names_to_names(metadata["groups"], "groups"):
-        raise ValueError("groups is empty")
+    if not checks.names_to_names(networks_of(metadata), "networks"):
+        raise ValueError("networks is empty")
 
 
 def restore(parts: dict, metadata: dict, to_device) -> TrainState:
@@ -183,7 +190,7 @@ def restore(parts: dict, metadata: dict, to_device) -> TrainState:
         float(metadata["best_validation"]),
         [float(loss) for loss in metadata["meta_losses"]],
         [(epoch, float(loss)) for epoch, loss in metadata["validation"]],
-        metadata["groups"],
+        networks_of(metadata),
     )
     adam = {"m": m, "v": v, "t": metadata["adam_steps"]}
     return TrainState(metadata["epoch"], phi, adam, metadata["train_rng"], result)

@@ -194,3 +194,19 @@ def test_failed_write_keeps_the_previous_file(saved, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     assert zipfile.is_zipfile(path)
+
+
+def test_a_checkpoint_that_lists_its_networks_reads_as_today(saved):
+    """Checkpoints written before 2026-12-07 also listed φ's networks ("groups"); such a one
+    reads as the same checkpoint, and a list that misses a network the tensors use is refused."""
+    path, phi = saved
+    before = checkpoint.load(path)
+    rewrite(path, set_metadata(groups=["conv", "fc"]))
+    loaded, config, header = checkpoint.load(path)
+    assert config == before[1] and header["networks"] == before[2]["networks"]
+    flat, flat_loaded = flatten(phi), flatten(loaded)
+    assert flat.keys() == flat_loaded.keys()
+    assert all(flat[k].tobytes() == flat_loaded[k].tobytes() for k in flat)
+    rewrite(path, set_metadata(groups=["fc"]))
+    with pytest.raises(checkpoint.CheckpointError, match="not tensors mapped to"):
+        checkpoint.load(path)

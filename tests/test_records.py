@@ -180,3 +180,19 @@ def test_results_written_before_the_learned_key_read_as_today(tmp_path, capsys):
         assert main(["report", str(tmp_path / version / "results.json")]) == 0
         printed.append(capsys.readouterr().out)
     assert printed[0] == printed[1] and "Adam" in printed[0]
+
+
+def test_a_state_written_before_its_networks_key_resumes_as_today(tmp_path, capsys):
+    """States written before 2026-12-07 name the tensor → network map "groups": resumed, such
+    a state gives the run's results to the byte, as today's state does."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    results = (out / "results.json").read_bytes()
+    arrays = dict(np.load(out / folder.STATE, allow_pickle=False))
+    metadata = json.loads(str(arrays["metadata"]))
+    metadata["groups"] = metadata.pop("networks")
+    arrays["metadata"] = np.array(json.dumps(metadata))
+    np.savez(out / folder.STATE, **arrays)
+    (out / "results.json").unlink()
+    assert main(["train", "--resume", str(out)]) == 0
+    assert (out / "results.json").read_bytes() == results
