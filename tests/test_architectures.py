@@ -20,7 +20,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from l2l_ref import baselines, checkpoint, run
@@ -108,6 +108,7 @@ def test_phi_state_and_step_have_the_declared_shapes(architecture):
 @pytest.mark.parametrize("architecture", NAMES)
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
+@example(seed=690774)  # NTM-BFGS: a state entry 1e-6 of its array's scale, 2e-12 apart
 def test_permuting_the_coordinates_permutes_the_updates(architecture, seed):
     config = config_for(architecture)
     rng = np.random.default_rng(seed)
@@ -119,10 +120,18 @@ def test_permuting_the_coordinates_permutes_the_updates(architecture, seed):
     moved, moved_states = optimizer_step(
         phi, permuted_grads, permuted_hidden, LearnedOptimizer(config, groups)
     )
-    np.testing.assert_allclose(moved["a"].reshape(-1), updates["a"].reshape(-1)[order], rtol=1e-12)
-    np.testing.assert_allclose(moved["b"], updates["b"], rtol=1e-12)
+    # the same up to rounding: sums over the coordinates (GAC's averages, the memory's reads)
+    # add in another order, so an entry far below the array's scale may differ in its last bits
+    close(moved["a"].reshape(-1), updates["a"].reshape(-1)[order])
+    close(moved["b"], updates["b"])
     for leaf, moved_leaf in zip(leaves(states["a"]), leaves(moved_states["a"]), strict=True):
-        np.testing.assert_allclose(moved_leaf, leaf[order], rtol=1e-12)
+        close(moved_leaf, leaf[order])
+
+
+def close(found, expected):
+    """Equal to 1e-12 of each entry, or of the array's largest."""
+    scale = np.abs(expected).max(initial=0.0)
+    np.testing.assert_allclose(found, expected, rtol=1e-12, atol=1e-12 * scale)
 
 
 @pytest.mark.parametrize("architecture", NAMES)
