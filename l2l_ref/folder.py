@@ -116,14 +116,14 @@ def load_state(folder: Path) -> tuple[RunSpec, dict, dict]:
             raise ValueError(f"{FORMAT} version {metadata.get('version')!r}, not {VERSION}")
         spec = RunSpec.from_dict(checks.mapping(metadata["run"], "run"))
         check_state(metadata, spec)
-        served = networks_of(metadata)
+        networks = networks_of(metadata)
     except KeyError as error:
         raise CheckpointError(f"{path}: bad state (no {error})") from None
     except (TypeError, ValueError, AttributeError, L2LError) as error:
         raise CheckpointError(f"{path}: bad state ({error})") from None
-    networks = sorted(set(served.values()))
+    names = sorted(set(networks.values()))
     parts = {
-        part: read_phi(arrays, f"{part}/", spec.optimizer, networks, path)
+        part: read_phi(arrays, f"{part}/", spec.optimizer, names, path)
         for part in ("phi", "adam/m", "adam/v", "best")
     }
     if any(onp.any(v < 0) for v in flatten(parts["adam/v"]).values()):
