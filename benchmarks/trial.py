@@ -92,7 +92,7 @@ def instrument(clock: Clock) -> None:
     clock.wrap(comparison, "tune_learning_rate", "baseline tuning")
     clock.wrap(comparison, "run_on_each", "test comparison")
     clock.wrap(comparison, "run_baseline", "test comparison")
-    clock.wrap(comparison, "checked_sample", "test comparison")
+    clock.wrap(comparison, "draw_problems", "test comparison")
     # the baselines' gradients, and the minibatches
     clock.wrap(baselines, "value_and_gradient", "optimizee", returns_function=True)
     original = problems.minibatches
