@@ -155,10 +155,27 @@ def quadratic(
             residual = np.reshape(W @ np.reshape(theta["x"], (batch, dims, 1)), (batch, dims)) - y
             return np.mean(np.sum(residual**2, axis=1))
 
-        return Instance(theta0, loss, {"W": host_W, "y": host_y})
+        def loss_and_gradient(theta: dict, t: int) -> tuple:
+            return quadratic_value_and_grad(theta["x"], W, y)
+
+        return Instance(theta0, loss, {"W": host_W, "y": host_y}, loss_and_gradient)
 
     settings = {"dims": dims, "batch": batch, "distribution": distribution, "init_std": init_std}
     return Problem("quadratic", settings, sample)
+
+
+def quadratic_value_and_grad(x, W, y) -> tuple:
+    """f(θ) = mean_b ‖W_b θ_b − y_b‖² and ∇f = (2/B) W_bᵀ (W_b θ_b − y_b) by hand, with
+    autograd's arithmetic step for step, so that the fast paths' gradient is the same bits as
+    autograd's (a test holds them equal): its chain runs in float64 whatever θ's precision
+    (the mean divides by a NumPy integer, 1/B in float64), then is rounded to θ's dtype."""
+    batch, dims = np.shape(x)
+    residual = np.reshape(W @ np.reshape(x, (batch, dims, 1)), (batch, dims)) - y
+    loss = np.mean(np.sum(residual**2, axis=1))
+    # ∂loss/∂residual: 1/B from the mean, times 2 from the square (exact), times the residual
+    adjoint = (onp.float64(1 / batch) * 2) * residual
+    gradient = np.matmul(np.swapaxes(W, 1, 2), np.reshape(adjoint, (batch, dims, 1)))
+    return loss, {"x": np.reshape(gradient, (batch, dims)).astype(x.dtype)}
 
 
 def simple() -> Problem:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from autograd import grad
+from autograd import grad, value_and_grad
+from hypothesis import given
+from hypothesis import strategies as st
 
 from l2l_ref import datasets, run
 from l2l_ref.cli import main
@@ -16,7 +18,7 @@ from l2l_ref.comparison import serving_networks
 from l2l_ref.errors import L2LError
 from l2l_ref.meta_train import TrainConfig, meta_train
 from l2l_ref.optimizer import OptimizerConfig
-from l2l_ref.problems import Problem, batch_norm, conv2d, conv_net, max_pool, mlp
+from l2l_ref.problems import Problem, batch_norm, conv2d, conv_net, max_pool, mlp, quadratic
 from l2l_ref.run import RunSpec
 from tests.vectors_candidate import MLP, ConvNet
 
@@ -119,6 +121,31 @@ def test_mlp_value_and_gradient_by_hand_are_autograds(activation, hidden):
             exact = grad(first.loss)(instance.theta0, t)
             for key in exact:
                 np.testing.assert_allclose(gradients[key][n], exact[key], rtol=1e-11, atol=1e-15)
+
+
+@given(
+    dims=st.integers(1, 12),
+    batch=st.integers(1, 130),
+    distribution=st.sampled_from(["gaussian", "uniform"]),
+    dtype=st.sampled_from(["float32", "float64"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_quadratic_value_and_gradient_by_hand_are_autograds_bits(
+    dims, batch, distribution, dtype, seed
+):
+    """The quadratic's Instance.value_and_grad is autograd's value and gradient to the last bit
+    in both precisions (the fast paths use it, and the main job's numbers were made with
+    autograd's), at θ_0 and at a point far from it."""
+    problem = quadratic(dims, batch, distribution)
+    rng = np.random.default_rng(seed)
+    instance = problem.sample(rng, lambda a: np.asarray(a, dtype))
+    away = {"x": np.asarray(rng.standard_normal((batch, dims)), dtype)}
+    for theta in (instance.theta0, away):
+        value, gradient = instance.value_and_grad(theta, 0)
+        exact_value, exact = value_and_grad(instance.loss)(theta, 0)
+        assert type(value) is type(exact_value) and value == exact_value
+        assert gradient["x"].dtype == exact["x"].dtype
+        np.testing.assert_array_equal(gradient["x"], exact["x"])
 
 
 def test_conv_net_gradient_matches_hand_written_backpropagation():
