@@ -159,8 +159,10 @@ def cell_forward(W_half, b_half, xh, c, gates, c_new, tanh_c, h_new) -> None:
     arrays given, which cell_backward reads back.
     """
     H = c.shape[0]
-    # assigned, not written with out=, which CuPy's dispatch of NumPy's matmul may decline
-    gates[...] = W_half @ xh
+    if type(gates) is onp.ndarray:  # the product straight into the gates: no copy
+        onp.matmul(W_half, xh, out=gates)
+    else:  # assigned: CuPy's dispatch of NumPy's matmul may decline out=
+        gates[...] = W_half @ xh
     gates += b_half
     onp.tanh(gates, out=gates)
     for gate in (slice(0, H), slice(2 * H, 4 * H)):
