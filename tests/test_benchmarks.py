@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -22,3 +24,19 @@ def test_the_trial_benchmark_runs_and_accounts_for_every_part():
     for part in ("meta-step", "validation", "baseline tuning", "test comparison", "state files"):
         assert f"\n{part} " in result.stdout, part
     assert "projected for 1800 epochs and 37 validations: one trial" in result.stdout
+
+
+def test_the_cell_account_runs_and_names_every_part():
+    """benchmarks/cell_account.py, once: the meta-step's parts and the floor are printed, and
+    the parts (the tape's traffic and the rest are what remains) add up to the meta-step."""
+    result = subprocess.run(
+        [sys.executable, "cell_account.py", "--repeats", "1", "--dtypes", "float32"],
+        cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    meta_step = float(next(line for line in lines if " s on one core" in line).split()[2])
+    parts = [line for line in lines if line.endswith("%") and not line.startswith("part")]
+    assert len(parts) == 10
+    assert sum(float(line.split()[-2]) for line in parts) == pytest.approx(meta_step, abs=2e-3)
+    assert "floor: its products" in result.stdout
