@@ -15,9 +15,13 @@ every epoch), then the comparison of its optimizer with the tuned baselines on t
     test comparison    the learned optimizer and the tuned baselines on the test problems
 
 and projects the time of a full trial (the preset's epochs) and of the whole search of two
-trials on two cores (trials side by side, then tuning and testing once).
+trials on two cores (trials side by side, then tuning and testing once). With --side-by-side
+a second trial runs in another process at the same time, as the search's two workers do, and
+the projection takes the slower of the two: trials side by side share the memory bus and the
+cache, which a trial run alone does not show.
 
     python benchmarks/trial.py --problem mnist --data-dir DIR [--epochs 20] [--eval-every 10]
+                               [--side-by-side]
 
 One core unless L2L_REF_THREADS says otherwise, as a search's worker on a 2-core machine.
 """
@@ -25,6 +29,7 @@ One core unless L2L_REF_THREADS says otherwise, as a search's worker on a 2-core
 import argparse
 import dataclasses
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,6 +122,11 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--test-problems", type=int, default=32)
+    parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="run a second trial in another process at the same time, as the search does",
+    )  # fmt: skip
+    parser.add_argument("--trial-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("L2L_REF_THREADS", "1")
     settings = {"data_dir": args.data_dir} if args.data_dir else {}
@@ -129,19 +139,24 @@ def main() -> int:
     print(f"cpu: {cpu_description()}; L2L_REF_THREADS={os.environ['L2L_REF_THREADS']}")
     print(f"{spec.describe(spec.make_problem())}; {args.epochs} epochs, validation every "
           f"{args.eval_every} on {spec.train.validation_problems} problems")  # fmt: skip
+    partner = start_partner(sys.argv[1:]) if args.side_by_side else None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         outcome = search.run_trial(spec.as_dict(), folder)
-    trained = time.perf_counter() - start
-    phi = search.phi_of(outcome["phi"], spec)
-    start = time.perf_counter()
-    run.compare(spec, phi, outcome["networks"])
-    compared = time.perf_counter() - start
-    other = trained + compared - sum(clock.own.values())
+    total = time.perf_counter() - start
+    rates = [per_epoch_and_validation(clock, args)]
+    if partner is not None:  # the partner's trial ran beside this one: its rates too
+        printed, _ = partner.communicate()
+        if partner.returncode != 0:
+            raise SystemExit(f"the trial beside this one failed (exit {partner.returncode})")
+        rates.append(tuple(map(float, printed.splitlines()[-1].split())))
+    if args.trial_only:
+        print(*rates[0])
+        return 0
+    start = time.perf_counter()  # tuning and testing once, alone, as the search does
+    run.compare(spec, search.phi_of(outcome["phi"], spec), outcome["networks"])
+    total += time.perf_counter() - start
 
-    validations = args.epochs // args.eval_every + 1
-    full_validations = full.train.epochs // full.train.eval_every + 1
-    total = trained + compared
     other = total - sum(clock.own.values())
     print(f"\n{'part':<32} {'seconds':>9} {'share':>7}")
     for name, seconds in sorted(clock.own.items(), key=lambda item: -item[1]):
@@ -151,19 +166,40 @@ def main() -> int:
 
     # projection: the parts of an epoch scale with the epochs, validation with its count;
     # tuning and the test comparison are paid once per seed
-    def cost(prefix):
-        return sum(v for k, v in clock.own.items() if k.split(" › ")[0] == prefix)
-
-    epoch = (cost("meta-step") + cost("state files")) / args.epochs
-    validation = cost("validation") / validations
-    trial = full.train.epochs * epoch + full_validations * validation
-    once = cost("baseline tuning") + cost("test comparison")
-    print(f"\nper epoch {epoch:.3f} s, per validation {validation:.2f} s; projected for "
-          f"{full.train.epochs} epochs and {full_validations} validations: one trial "
-          f"{trial / 60:.1f} min on one core; the 2-trial search on 2 cores "
-          f"{(trial + once) / 60:.1f} min (trials side by side, then tuning and testing once, "
-          f"{once:.0f} s)")  # fmt: skip
+    full_validations = full.train.epochs // full.train.eval_every + 1
+    trials = [full.train.epochs * epoch + full_validations * val for epoch, val in rates]
+    once = cost(clock, "baseline tuning") + cost(clock, "test comparison")
+    beside = "with another trial beside it" if partner else "alone"
+    for k, ((epoch, validation), trial) in enumerate(zip(rates, trials, strict=True)):
+        name = "this trial" if k == 0 else "the trial beside it"
+        print(f"\n{name}: per epoch {epoch:.3f} s, per validation {validation:.2f} s; projected "
+              f"for {full.train.epochs} epochs and {full_validations} validations: "
+              f"{trial / 60:.1f} min on one core {beside}")  # fmt: skip
+    print(f"the 2-trial search on 2 cores: {(max(trials) + once) / 60:.1f} min (the trials side "
+          f"by side{'' if partner else ', assumed not to slow each other'}, then tuning and "
+          f"testing once, {once:.0f} s)")  # fmt: skip
     return 0
+
+
+def cost(clock: Clock, prefix: str) -> float:
+    """Seconds of part `prefix` and of the parts named inside it."""
+    return sum(v for k, v in clock.own.items() if k.split(" › ")[0] == prefix)
+
+
+def per_epoch_and_validation(clock: Clock, args) -> tuple[float, float]:
+    """Seconds per epoch of meta-training (its meta-steps and state file) and per validation."""
+    validations = args.epochs // args.eval_every + 1
+    epoch = (cost(clock, "meta-step") + cost(clock, "state files")) / args.epochs
+    return epoch, cost(clock, "validation") / validations
+
+
+def start_partner(argv: list[str]) -> subprocess.Popen:
+    """This benchmark's trial, alone, in another process: it prints its two rates."""
+    argv = [a for a in argv if a != "--side-by-side"] + ["--trial-only"]
+    return subprocess.Popen(
+        [sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "L2L_REF_THREADS": os.environ["L2L_REF_THREADS"]},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_the_trial_benchmark_runs_and_accounts_for_every_part():
-    """benchmarks/trial.py on a tiny quadratic trial: every part it wraps exists, each is
-    timed, and the projection is printed."""
+    """benchmarks/trial.py on a tiny quadratic trial with another beside it: every part it
+    wraps exists, each is timed, and both trials' projections and the search's are printed."""
     result = subprocess.run(
         [sys.executable, "trial.py", "--problem", "quadratic", "--epochs", "1",
-         "--eval-every", "1", "--test-problems", "2"],
+         "--eval-every", "1", "--test-problems", "2", "--side-by-side"],
         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
         env={**os.environ, "L2L_REF_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     for part in ("meta-step", "validation", "baseline tuning", "test comparison", "state files"):
         assert f"\n{part} " in result.stdout, part
-    assert "projected for 1800 epochs and 37 validations: one trial" in result.stdout
+    projections = "projected for 1800 epochs and 37 validations"
+    assert result.stdout.count(projections) == 2, result.stdout
+    assert "with another trial beside it" in result.stdout
+    assert "\nthe 2-trial search on 2 cores: " in result.stdout
 
 
 def test_the_cell_account_runs_and_names_every_part():
