@@ -152,8 +152,7 @@ def quadratic(
         theta0 = {"x": to_device(init_std * rng.standard_normal((batch, dims)))}
 
         def loss(theta: dict, t: int):
-            residual = np.reshape(W @ np.reshape(theta["x"], (batch, dims, 1)), (batch, dims)) - y
-            return np.mean(np.sum(residual**2, axis=1))
+            return np.mean(np.sum(quadratic_residual(theta["x"], W, y) ** 2, axis=1))
 
         def loss_and_gradient(theta: dict, t: int) -> tuple:
             return quadratic_value_and_grad(theta["x"], W, y)
@@ -164,13 +163,19 @@ def quadratic(
     return Problem("quadratic", settings, sample)
 
 
+def quadratic_residual(x, W, y):
+    """W_b θ_b − y_b for each problem b of the batch: θ (B, D), W (B, D, D), y (B, D)."""
+    batch, dims = np.shape(x)
+    return np.reshape(W @ np.reshape(x, (batch, dims, 1)), (batch, dims)) - y
+
+
 def quadratic_value_and_grad(x, W, y) -> tuple:
     """f(θ) = mean_b ‖W_b θ_b − y_b‖² and ∇f = (2/B) W_bᵀ (W_b θ_b − y_b) by hand, with
     autograd's arithmetic step for step, so that the fast paths' gradient is the same bits as
     autograd's (a test holds them equal): its chain runs in float64 whatever θ's precision
     (the mean divides by a NumPy integer, 1/B in float64), then is rounded to θ's dtype."""
     batch, dims = np.shape(x)
-    residual = np.reshape(W @ np.reshape(x, (batch, dims, 1)), (batch, dims)) - y
+    residual = quadratic_residual(x, W, y)
     loss = np.mean(np.sum(residual**2, axis=1))
     # ∂loss/∂residual: 1/B from the mean, times 2 from the square (exact), times the residual
     adjoint = (onp.float64(1 / batch) * 2) * residual
