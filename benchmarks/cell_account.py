@@ -36,7 +36,7 @@ from throughput import UNROLL, meta_step_flops, product_gflops
 from l2l_ref import fused
 from l2l_ref.architectures.lstm import cell_backward, cell_forward, halved_gates
 from l2l_ref.blocks import coordinate_blocks
-from l2l_ref.machine import one_blas_thread, set_blas_threads
+from l2l_ref.machine import one_blas_thread
 
 
 def per_call(work, repeats: int, calls: int = 100) -> float:
@@ -142,7 +142,6 @@ def main() -> None:
                     total[part] = total.get(part, 0.0) + seconds * calls
                 n_in = units
             meta_step, inside = in_place(dtype, args.repeats)
-            set_blas_threads(1)
             square = product_gflops(2048, 2048, 2048, dtype, args.repeats)
         floor = meta_step_flops(config, n) / (square * 1e9)
         traffic = {d: inside[d] - total[d] for d in ("forward", "backward")}

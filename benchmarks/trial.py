@@ -196,10 +196,8 @@ def per_epoch_and_validation(clock: Clock, args) -> tuple[float, float]:
 def start_partner(argv: list[str]) -> subprocess.Popen:
     """This benchmark's trial, alone, in another process: it prints its two rates."""
     argv = [a for a in argv if a != "--side-by-side"] + ["--trial-only"]
-    return subprocess.Popen(
-        [sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "L2L_REF_THREADS": os.environ["L2L_REF_THREADS"]},
-    )  # fmt: skip
+    # it inherits this process's environment, L2L_REF_THREADS included
+    return subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True)
 
 
 if __name__ == "__main__":

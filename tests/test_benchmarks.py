@@ -30,8 +30,10 @@ def test_the_trial_benchmark_runs_and_accounts_for_every_part():
 
 
 def test_the_cell_account_runs_and_names_every_part():
-    """benchmarks/cell_account.py, once: the meta-step's parts and the floor are printed, and
-    the parts (the tape's traffic and the rest are what remains) add up to the meta-step."""
+    """benchmarks/cell_account.py, once: the meta-step's ten parts and the floor are printed.
+    The tape's traffic and the rest are defined as what the other parts leave, so the parts
+    add up to the meta-step by construction: the sum catches a part printed twice or left
+    out, not a wrong time."""
     result = subprocess.run(
         [sys.executable, "cell_account.py", "--repeats", "1", "--dtypes", "float32"],
         cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
