@@ -30,22 +30,25 @@ def first_unroll(phi, groups, problem, config, T):
 @settings(max_examples=30, deadline=None)
 @given(setups(max_unroll=3))
 def test_two_unrolls_carry_the_values_of_one_long_run(case):
+    """A random φ can blow a run up (an NTM-BFGS draw overflowed within six steps): such a
+    draw says nothing about the carry, so only runs whose losses stay finite are compared."""
     phi, groups, problem, config, weights = case
     T = len(weights) - 1
-    instance, theta, hidden = first_unroll(phi, groups, problem, config, T)
-    _, L2, theta2, hidden2 = meta_gradient(
-        phi, theta, hidden, instance, T, weights, LearnedOptimizer(config, groups)
-    )
-
-    long_losses, long_theta, long_hidden = unroll(
-        phi,
-        instance.theta0,
-        start_hidden(instance.theta0, config),
-        instance,
-        0,
-        2 * T,
-        LearnedOptimizer(config, groups),
-    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        instance, theta, hidden = first_unroll(phi, groups, problem, config, T)
+        _, L2, theta2, hidden2 = meta_gradient(
+            phi, theta, hidden, instance, T, weights, LearnedOptimizer(config, groups)
+        )
+        long_losses, long_theta, long_hidden = unroll(
+            phi,
+            instance.theta0,
+            start_hidden(instance.theta0, config),
+            instance,
+            0,
+            2 * T,
+            LearnedOptimizer(config, groups),
+        )
+    assume(np.all(np.isfinite([float(f) for f in long_losses])))
     carried, expected = flatten((theta2, hidden2)), flatten((long_theta, long_hidden))
     assert carried.keys() == expected.keys()
     for key in carried:
